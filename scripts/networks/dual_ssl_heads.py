@@ -1,0 +1,55 @@
+"""Training-only heads of the dual self-supervised framework: voxel projection and intensity restoration."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["DualSSLHeads"]
+
+
+class DualSSLHeads(nn.Module):
+    """
+    The two heads that turn decoder features into self-supervised outputs.
+
+    They are a separate module from the segmentation network, so the weights in ``models/model.pt``
+    are the plain ``network_def`` state dict and inference never runs these heads.
+
+    Args:
+        feature_channels: channels of the decoder features (``ResidualUNet.feature_channels``).
+        embedding_dim: dimension of the L2-normalised voxel embeddings of the contrastive task.
+        hidden_channels: width of the hidden layer of the projection MLP and of the restoration block.
+        image_channels: channels of the image to restore.
+        spatial_dims: number of spatial dimensions.
+
+    Shapes:
+        ``embed``: sampled voxel features (B, N, feature_channels) -> unit-norm embeddings (B, N, embedding_dim).
+        ``restore``: decoder features (B, feature_channels, *S) -> restored image (B, image_channels, *S).
+    """
+
+    def __init__(
+        self,
+        feature_channels: int,
+        embedding_dim: int = 64,
+        hidden_channels: int = 64,
+        image_channels: int = 1,
+        spatial_dims: int = 3,
+    ) -> None:
+        super().__init__()
+        self.projection = nn.Sequential(
+            nn.Linear(feature_channels, hidden_channels),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_channels, embedding_dim),
+        )
+        self.restoration = nn.Sequential(
+            Convolution(spatial_dims, feature_channels, feature_channels, kernel_size=3, act="relu", norm=None),
+            Convolution(spatial_dims, feature_channels, image_channels, kernel_size=1, conv_only=True),
+        )
+
+    def embed(self, voxel_features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(voxel_features), dim=-1)
+
+    def restore(self, features: torch.Tensor) -> torch.Tensor:
+        return self.restoration(features)
