@@ -1,0 +1,189 @@
+"""SupervisedTrainer whose iteration adds the two self-supervised tasks of the DualSSL framework."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
+from torch.nn import functional as F
+
+from scripts.losses import MaskedL1Loss, StructureContrastiveLoss, gather_voxels, sample_structure_voxels
+from scripts.networks import DualSSLHeads
+from scripts.transforms import RandUncertaintyCorruption, uncertainty_region
+
+__all__ = ["DualSSLTrainer", "loss_terms"]
+
+LOSS_TERMS = ("loss", "loss_segmentation", "loss_contrastive", "loss_restoration", "ssl_weight", "contrastive_skipped")
+
+
+def loss_terms(output: Any) -> dict[str, float]:
+    """``output_transform`` for Stats/TensorBoard handlers: every loss term of the iteration, by name."""
+    first = output[0] if isinstance(output, Sequence) and not isinstance(output, dict) else output
+    return {key: float(first[key]) for key in LOSS_TERMS if key in first}
+
+
+class DualSSLTrainer(SupervisedTrainer):
+    """
+    One iteration computes ``segmentation + w * (lambda_contrastive * contrastive + lambda_restoration * restoration)``.
+
+    - restoration: a no-grad forward pass on the clean patch gives the predictive entropy; the high-uncertainty
+      region is the label's boundary band (``band_key``) plus the top ``entropy_top_percent`` % entropy voxels;
+      ``corruption`` corrupts sub-blocks inside it; the network segments the corrupted patch (the segmentation
+      loss is computed on it) and ``ssl_heads.restore`` reconstructs the clean intensities, L1 on corrupted voxels.
+    - contrastive: voxels are sampled along the pancreas skeleton (positives) and from the peripancreatic ring
+      plus hard negatives (negatives), embedded by ``ssl_heads.embed`` from the decoder features of the same
+      forward pass and scored by ``StructureContrastiveLoss``.
+    - ramp: ``w`` is 0 before ``ssl_start_iteration`` (the SSL terms are then not computed at all) and rises
+      linearly to 1 over ``ssl_rampup_iterations``. With both lambdas 0 the iteration is plain supervised training.
+
+    The network must provide ``forward_features(x) -> (logits, features)`` (``scripts.networks.ResidualUNet``).
+    Batches hold ``image`` (B, 1, *S), ``label`` (B, 1, *S) and, for the SSL terms, the cached structure maps
+    ``skeleton``, ``ring`` and ``band`` (B, 1, *S) from ``scripts.transforms.PancreasStructureMapsd``.
+    ``engine.state.output`` gets every loss term (see ``loss_terms``) besides image, label, pred and loss.
+
+    Args:
+        ssl_heads: projection and restoration heads; their parameters must be in ``optimizer``.
+        lambda_contrastive: weight of the contrastive term.
+        lambda_restoration: weight of the restoration term.
+        contrastive_loss: defaults to ``StructureContrastiveLoss()``.
+        restoration_loss: defaults to ``MaskedL1Loss()``.
+        corruption: defaults to ``RandUncertaintyCorruption()``.
+        num_positive, num_negative, hard_negative_ratio: see ``scripts.losses.sample_structure_voxels``.
+        entropy_top_percent: share of most uncertain voxels added to the band; 0 skips the extra forward pass.
+        ssl_start_iteration: first iteration (1-based) with SSL terms.
+        ssl_rampup_iterations: iterations of the linear ramp of the SSL weight.
+        skeleton_key, ring_key, band_key: batch keys of the structure maps.
+        sampling_seed: seed of the voxel sampler's generator (``None``: drawn from torch's global RNG).
+        kwargs: passed on to ``SupervisedTrainer``.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        ssl_heads: DualSSLHeads,
+        lambda_contrastive: float = 0.1,
+        lambda_restoration: float = 1.0,
+        contrastive_loss: torch.nn.Module | None = None,
+        restoration_loss: torch.nn.Module | None = None,
+        corruption: RandUncertaintyCorruption | None = None,
+        num_positive: int = 64,
+        num_negative: int = 128,
+        hard_negative_ratio: float = 0.25,
+        entropy_top_percent: float = 5.0,
+        ssl_start_iteration: int = 1,
+        ssl_rampup_iterations: int = 0,
+        skeleton_key: str = "skeleton",
+        ring_key: str = "ring",
+        band_key: str = "band",
+        sampling_seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if lambda_contrastive < 0 or lambda_restoration < 0:
+            raise ValueError("lambda_contrastive and lambda_restoration must be non-negative.")
+        self.ssl_heads = ssl_heads
+        self.lambda_contrastive = lambda_contrastive
+        self.lambda_restoration = lambda_restoration
+        self.contrastive_loss = StructureContrastiveLoss() if contrastive_loss is None else contrastive_loss
+        self.restoration_loss = MaskedL1Loss() if restoration_loss is None else restoration_loss
+        self.corruption = RandUncertaintyCorruption() if corruption is None else corruption
+        self.num_positive = num_positive
+        self.num_negative = num_negative
+        self.hard_negative_ratio = hard_negative_ratio
+        self.entropy_top_percent = entropy_top_percent
+        self.ssl_start_iteration = ssl_start_iteration
+        self.ssl_rampup_iterations = ssl_rampup_iterations
+        self.skeleton_key, self.ring_key, self.band_key = skeleton_key, ring_key, band_key
+        self.sampling_seed = sampling_seed
+        self._sampling_generator: torch.Generator | None = None
+
+    def ssl_weight(self, iteration: int) -> float:
+        """Ramp factor ``w`` of the SSL terms at a 1-based iteration."""
+        if iteration < self.ssl_start_iteration:
+            return 0.0
+        if self.ssl_rampup_iterations <= 0:
+            return 1.0
+        return min(1.0, (iteration - self.ssl_start_iteration + 1) / self.ssl_rampup_iterations)
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self._sampling_generator is None or self._sampling_generator.device != device:
+            seed = self.sampling_seed if self.sampling_seed is not None else int(torch.randint(2**62, (1,)).item())
+            self._sampling_generator = torch.Generator(device=device).manual_seed(seed)
+        return self._sampling_generator
+
+    def _map(self, batchdata: dict, key: str, engine: DualSSLTrainer) -> torch.Tensor:
+        if key not in batchdata:
+            raise KeyError(f"DualSSL needs the cached structure map '{key}' in every batch (PancreasStructureMapsd).")
+        return torch.as_tensor(batchdata[key]).to(engine.state.device, non_blocking=engine.non_blocking)
+
+    def _iteration(self, engine: DualSSLTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
+        weight = engine.ssl_weight(engine.state.iteration)
+        use_contrastive = weight > 0 and engine.lambda_contrastive > 0
+        use_restoration = weight > 0 and engine.lambda_restoration > 0
+        engine.network.train()
+        engine.ssl_heads.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with torch.autocast("cuda", enabled=bool(engine.amp and engine.scaler is not None), **engine.amp_kwargs):
+            network_input = inputs
+            if use_restoration:
+                region = engine._map(batchdata, engine.band_key, engine) > 0
+                if engine.entropy_top_percent > 0:
+                    with torch.no_grad():
+                        probabilities = F.softmax(engine.network(inputs).float(), dim=1)
+                    region = uncertainty_region(region, probabilities, engine.entropy_top_percent)
+                network_input, corrupted = engine.corruption(inputs, region)
+            logits, features = engine.network.forward_features(network_input)
+            engine.state.output = {Keys.IMAGE: network_input, Keys.LABEL: targets, Keys.PRED: logits}
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            segmentation = engine.loss_function(logits, targets).mean()
+            contrastive = logits.new_zeros(())
+            restoration = logits.new_zeros(())
+            skipped = 0
+            if use_contrastive:
+                samples = sample_structure_voxels(
+                    engine._map(batchdata, engine.skeleton_key, engine),
+                    engine._map(batchdata, engine.ring_key, engine),
+                    targets,
+                    logits.detach().argmax(dim=1, keepdim=True),
+                    num_positive=engine.num_positive,
+                    num_negative=engine.num_negative,
+                    hard_negative_ratio=engine.hard_negative_ratio,
+                    generator=engine._generator(logits.device),
+                )
+                embeddings = engine.ssl_heads.embed(gather_voxels(features, samples.indices).float())
+                contrastive = engine.contrastive_loss(embeddings, samples.is_positive, samples.valid)
+                skipped = int(getattr(engine.contrastive_loss, "last_num_skipped", 0))
+            if use_restoration:
+                restoration = engine.restoration_loss(engine.ssl_heads.restore(features).float(), inputs, corrupted)
+            loss = segmentation + weight * (
+                engine.lambda_contrastive * contrastive + engine.lambda_restoration * restoration
+            )
+        engine.state.output.update(
+            {
+                Keys.LOSS: loss,
+                "loss_segmentation": segmentation.detach(),
+                "loss_contrastive": contrastive.detach(),
+                "loss_restoration": restoration.detach(),
+                "ssl_weight": weight,
+                "contrastive_skipped": skipped,
+            }
+        )
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        if engine.amp and engine.scaler is not None:
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
