@@ -1,0 +1,760 @@
+"""Random patient anatomy of the upper abdomen around the pancreas, in world millimetres.
+
+``sample_patient(rng)`` draws one patient as an ordered list of implicit ``Structure`` s (grid
+independent, world RAS+ mm: +x patient Right, +y Anterior, +z Superior; z = 0 is roughly the
+level of the pancreatic neck, x = 0 the midline and y = 0 the centre of the abdominal cavity).
+``render_patient(patient, grid)`` evaluates them on a voxel grid as soft partial-volume layers,
+which ``TissueLayers`` composites in painter order (later layers cover earlier ones) into a
+tissue-valued image, the occupancy of one organ, or a hard organ label map (``ORGAN_LABELS``).
+
+The layout follows the real relations that make pancreas segmentation hard: the head sits in the
+duodenal C-loop right of the superior mesenteric vein, the neck and body cross anterior to the
+SMA and aorta with the splenic vein along their posterior border, the tail rises towards the
+splenic hilum in front of the left kidney, and stomach, bowel loops and vessels abut the gland.
+Soft organs (bowel) are painted first so that solid organs and vessels displace them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtri
+
+from .shapes import (
+    Bounds,
+    Difference,
+    Ellipsoid,
+    EllipticCylinder,
+    Grid,
+    HalfSpace,
+    Intersection,
+    NoiseLevel,
+    Perturbed,
+    Region,
+    Shape,
+    SmoothNoise,
+    SuperEllipse,
+    Tube,
+    Union,
+    ZPeriodic,
+    occupancy,
+    rotation,
+)
+
+ORGAN_LABELS: dict[str, int] = {
+    "background": 0,  # air outside the body
+    "pancreas": 1,  # parenchyma, intra-pancreatic fat lobules and the main pancreatic duct
+    "liver": 2,
+    "spleen": 3,
+    "kidney_right": 4,
+    "kidney_left": 5,
+    "gallbladder": 6,
+    "stomach": 7,  # wall and content (fluid, air)
+    "duodenum": 8,  # wall and content
+    "small_bowel": 9,
+    "colon": 10,
+    "aorta": 11,  # lumen and wall calcifications
+    "inferior_vena_cava": 12,
+    "portal_splenic_vein": 13,  # portal vein, superior mesenteric vein, splenic vein and intrahepatic portal branches
+    "other_vessel": 14,  # SMA, coeliac branches, renal and hepatic veins, mesenteric branches
+    "bone": 15,
+    "muscle": 16,
+    "fat": 17,  # subcutaneous, visceral and renal sinus fat
+    "other": 18,  # skin, intervertebral discs, spinal canal, adrenal glands, common bile duct, renal pelvis
+}
+"""Multi-organ label table used with ``organ_labels=True``; the pancreas is always 1."""
+
+
+@dataclass(frozen=True, eq=False)
+class Part:
+    """One painted layer of a structure: where its signed distance is below ``-inset_mm`` (and inside ``within``)."""
+
+    tissue: str  # key of the acquisition's tissue value tables
+    organ: str  # key of ORGAN_LABELS
+    inset_mm: float = 0.0
+    within: Shape | None = None
+    texture: SmoothNoise | None = None  # unit-variance pattern scaled by the tissue's texture amplitude
+
+
+@dataclass(frozen=True, eq=False)
+class Structure:
+    """A shape and the layers (outer wall first, then inner parts) painted from it."""
+
+    shape: Shape
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Patient:
+    """One random patient: structures in painter order plus the boxes the acquisition must respect (mm)."""
+
+    structures: tuple[Structure, ...]
+    body_bounds: Bounds  # in-plane extent of the skin surface (z unbounded)
+    pancreas_bounds: Bounds  # conservative box around every voxel the pancreas can occupy
+    diameter_mm: float  # water-equivalent-like body diameter, used for the noise level
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """A rendered part: occupancy in [0, 1] on ``region`` of the grid (array broadcastable to the region's shape)."""
+
+    tissue: str
+    organ: str
+    region: Region
+    occupancy: np.ndarray
+    texture: np.ndarray | None
+
+
+def _intersect(a: Region, b: Region) -> Region | None:
+    out = tuple(slice(max(p.start, q.start), min(p.stop, q.stop)) for p, q in zip(a, b))
+    return None if any(s.stop <= s.start for s in out) else (out[0], out[1], out[2])
+
+
+def _local(view_region: Region, inner: Region) -> Region:
+    """``inner`` (grid indices, inside ``view_region``) as indices relative to ``view_region``."""
+    return tuple(slice(i.start - v.start, i.stop - v.start) for v, i in zip(view_region, inner))  # type: ignore[return-value]
+
+
+def _crop(array: np.ndarray, region: Region, inner: Region) -> np.ndarray:
+    """Crop a layer array (broadcastable to ``region``) to the sub-region ``inner``."""
+    local = _local(region, inner)
+    return array[tuple(slice(None) if n == 1 else s for n, s in zip(array.shape, local))]
+
+
+@dataclass(frozen=True, eq=False)
+class TissueLayers:
+    """A patient rendered on ``grid``: partial-volume layers in painter order."""
+
+    grid: Grid
+    layers: tuple[Layer, ...]
+
+    def paint(self, values: Mapping[str, float], texture_hu: Mapping[str, float], fill: float) -> np.ndarray:
+        """Composite image (float32, grid shape): each layer blends ``values[tissue]`` (+ texture) over what lies below.
+
+        ``fill`` is the value outside every layer (air); ``texture_hu`` gives each textured tissue's amplitude.
+        """
+        img = np.full(self.grid.shape, fill, dtype=np.float32)
+        for layer in self.layers:
+            target: np.ndarray | np.float32 = np.float32(values[layer.tissue])
+            if layer.texture is not None:
+                target = target + np.float32(texture_hu.get(layer.tissue, 0.0)) * layer.texture
+            view = img[layer.region]
+            view += (target - view) * layer.occupancy
+        return img
+
+    def organ_occupancy(self, organ: str) -> np.ndarray:
+        """Composite fraction (float32 in [0, 1], grid shape) of each voxel that belongs to ``organ``."""
+        occ = np.zeros(self.grid.shape, dtype=np.float32)
+        box: Region | None = None
+        for layer in self.layers:
+            if layer.organ == organ:
+                view = occ[layer.region]
+                view += (1 - view) * layer.occupancy
+                box = layer.region if box is None else tuple(  # type: ignore[assignment]
+                    slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, layer.region)
+                )
+            elif box is not None:
+                inner = _intersect(box, layer.region)
+                if inner is not None:
+                    occ[inner] *= 1 - _crop(layer.occupancy, layer.region, inner)
+        return occ
+
+    def organ_map(self) -> np.ndarray:
+        """Hard label map (uint8, grid shape, values of ``ORGAN_LABELS``): the last layer with occupancy >= 0.5 wins."""
+        labels = np.zeros(self.grid.shape, dtype=np.uint8)
+        for layer in self.layers:
+            view = labels[layer.region]
+            np.copyto(view, np.uint8(ORGAN_LABELS[layer.organ]), where=np.broadcast_to(layer.occupancy >= 0.5, view.shape))
+        return labels
+
+
+def render_patient(patient: Patient, grid: Grid) -> TissueLayers:
+    """Evaluate every structure of ``patient`` on ``grid`` (only inside its bounding box) as soft layers."""
+    width = grid.voxel_size
+    layers: list[Layer] = []
+    for structure in patient.structures:
+        region = grid.region(structure.shape.bounds, pad=2 * width)
+        if region is None:
+            continue
+        c = grid.coords(region)
+        sdf = structure.shape.sdf(c)
+        for part in structure.parts:
+            sd = sdf + np.float32(part.inset_mm) if part.inset_mm else sdf
+            if part.within is not None:
+                sd = np.maximum(sd, part.within.sdf(c))
+            occ = occupancy(sd, width)
+            if not occ.any():
+                continue
+            texture = part.texture(c) if part.texture is not None else None
+            layers.append(Layer(part.tissue, part.organ, region, occ, texture))
+    return TissueLayers(grid, tuple(layers))
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling
+
+PAINT_ORDER = ("body", "bowel", "posterior", "upper_gi", "solid", "pancreas", "vessels")
+"""Paint groups, lowest priority first: deformable bowel yields to everything drawn after it."""
+
+
+def _superellipse_radius(shape: SuperEllipse, angle_deg: float) -> float:
+    """Distance (mm) from the centre of ``shape`` to its boundary along the in-plane direction ``angle_deg``."""
+    dx, dy = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    b = shape.b_anterior if dy > 0 else shape.b_posterior
+    p = shape.exponent
+    return 1.0 / ((abs(dx) / shape.a) ** p + (abs(dy) / b) ** p) ** (1.0 / p)
+
+
+class _Builder:
+    """Draws one patient; attributes hold the landmarks shared between organs (world mm)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.groups: dict[str, list[Structure]] = {name: [] for name in PAINT_ORDER}
+        self.group = PAINT_ORDER[0]
+
+    # small helpers -------------------------------------------------------------------------
+    def u(self, lo: float, hi: float) -> float:
+        return float(self.rng.uniform(lo, hi))
+
+    def jitter(self, points: np.ndarray, sd: float) -> np.ndarray:
+        return np.asarray(points, float) + self.rng.normal(0.0, sd, size=np.shape(points))
+
+    def noise(self, length_mm: float, waves: int = 8) -> SmoothNoise:
+        return SmoothNoise.sample(self.rng, length_mm, waves)
+
+    def planar_noise(self, length_mm: float, waves: int = 8) -> SmoothNoise:
+        """Noise constant along z (for extruded body sections: keeps the field 2-D and cheap)."""
+        field = SmoothNoise.sample(self.rng, length_mm, waves)
+        freqs = field.frequencies.copy()
+        freqs[:, 2] = 0.0
+        return SmoothNoise(freqs, field.phases)
+
+    def add(self, shape: Shape, *parts: Part) -> None:
+        """Append a structure to the current paint group (``self.group``)."""
+        self.groups[self.group].append(Structure(shape, parts))
+
+    def at(self, x: float, y: float, z: float) -> np.ndarray:
+        """World point from the spine frame: x scaled with the cavity width, y from the vertebral body front."""
+        return np.array([x * self.sx, self.y_o + y, z])
+
+    def anterior(self, x: float, fraction: float, z: float) -> np.ndarray:
+        """World point at ``fraction`` of the depth between the vertebral body front and the anterior wall."""
+        return np.array([x * self.sx, self.y_o + fraction * self.depth, z])
+
+    # body wall -------------------------------------------------------------------------------
+    def sample_body(self) -> None:
+        u = self.u
+        self.cavity = SuperEllipse((0.0, 0.0), u(108, 135), u(84, 104), u(80, 94), u(2.1, 2.5))
+        t_lat, t_ant, t_post = u(9, 16), u(7, 13), u(9, 15)
+        c = self.cavity
+        self.muscle_outer = SuperEllipse(
+            (0.0, 0.0), c.a + t_lat, c.b_anterior + t_ant, c.b_posterior + t_post, u(2.2, 2.7)
+        )
+        m = self.muscle_outer
+        f_lat, f_ant, f_post = u(4, min(20.0, 172.0 - m.a)), u(6, 32), u(6, 20)
+        self.skin = SuperEllipse((0.0, 0.0), m.a + f_lat + 2, m.b_anterior + f_ant + 2, m.b_posterior + f_post + 2, u(2.2, 2.8))
+        self.sx = c.a / 120.0
+        # spine frame
+        self.vb_axes = (u(19, 24), u(14, 17))
+        self.yv = -c.b_posterior + u(66, 74)
+        self.y_o = self.yv + self.vb_axes[1]  # anterior surface of the vertebral bodies
+        self.depth = c.b_anterior - self.y_o  # vertebral front -> anterior cavity wall
+
+    def body_wall(self) -> None:
+        self.group = "body"
+        skin_shape = Perturbed(self.skin, self.planar_noise(40.0), 2.0)
+        self.add(skin_shape, Part("soft_tissue", "other"), Part("fat", "fat", inset_mm=2.0))
+        self.add(Perturbed(self.muscle_outer, self.planar_noise(30.0), 2.0), Part("muscle", "muscle"))
+        self.cavity_shape = Perturbed(self.cavity, self.planar_noise(30.0), 2.5)
+        self.add(self.cavity_shape, Part("fat", "fat"))
+
+    # spine and posterior muscles --------------------------------------------------------------
+    def posterior(self) -> None:
+        self.group = "posterior"
+        u, c = self.u, self.cavity
+        for side in (1, -1):  # erector spinae and quadratus lumborum
+            self.add(
+                EllipticCylinder((side * u(22, 28), -c.b_posterior + u(22, 30)), (u(19, 25), u(22, 28)), side * u(-10, 10)),
+                Part("muscle", "muscle"),
+            )
+            self.add(
+                EllipticCylinder((side * u(50, 60), -c.b_posterior + u(26, 34)), (u(10, 15), u(8, 12)), side * u(20, 40)),
+                Part("muscle", "muscle"),
+            )
+        rx, ry = self.vb_axes
+        period, disc = u(31, 36), u(6, 9)
+        phase = u(0, period)
+        bodies = ZPeriodic(period, period - disc, phase)
+        cortical = u(1.2, 2.2)
+        self.add(
+            Intersection((EllipticCylinder((0.0, self.yv), (rx, ry)), bodies)),
+            Part("bone_cortical", "bone"),
+            Part("bone_cancellous", "bone", inset_mm=cortical),
+        )
+        self.add(
+            Intersection((EllipticCylinder((0.0, self.yv), (rx + 1, ry + 1)), ZPeriodic(period, disc, phase - disc))),
+            Part("disc", "other"),
+        )
+        r_canal = u(7, 9)
+        canal_y = self.yv - ry - r_canal - 1
+        arches = ZPeriodic(period, 0.6 * period, phase + 0.1 * period)
+        self.add(
+            Intersection((EllipticCylinder((0.0, canal_y), (r_canal + 6, r_canal + 5)), arches)),
+            Part("bone", "bone"),
+        )
+        spinous_len = u(15, 20)
+        self.add(
+            Intersection(
+                (
+                    EllipticCylinder((0.0, canal_y - r_canal - spinous_len), (u(3.5, 5), spinous_len)),
+                    ZPeriodic(period, 0.45 * period, phase - 0.15 * period),
+                )
+            ),
+            Part("bone", "bone"),
+        )
+        for side in (1, -1):
+            self.add(
+                Intersection(
+                    (
+                        EllipticCylinder((side * (rx + 9), canal_y + 3), (u(13, 17), u(4, 5.5)), -side * u(5, 20)),
+                        ZPeriodic(period, u(8, 11), phase + 0.35 * period),
+                    )
+                ),
+                Part("bone", "bone"),
+            )
+            # psoas: small at L1, growing caudally
+            radii = np.array([u(4, 6), u(8, 12), u(14, 18), u(19, 24)])
+            zs = np.array([60.0, 0.0, -60.0, -130.0])
+            pts = np.stack([side * (rx + 2 + 0.8 * radii), np.full(4, self.yv - 1) + self.rng.normal(0, 2, 4), zs], axis=1)
+            self.add(Tube.through(pts, radii, step=10.0), Part("muscle", "muscle"))
+        self.add(EllipticCylinder((0.0, canal_y), (r_canal, 0.85 * r_canal)), Part("csf", "other"))
+        self.ribs()
+
+    def ribs(self) -> None:
+        """Lower ribs running obliquely in the body wall (posterior-superior to lateral-inferior)."""
+        u = self.u
+        for side in (1, -1):
+            z_top = u(70, 100)
+            for k in range(3):
+                theta0, theta1 = u(25, 35), u(85, 125) - 20 * k
+                thetas = np.linspace(theta0, theta1, 6)
+                drop = u(0.45, 0.75)
+                pts = []
+                for th in thetas:
+                    ang = -90.0 + th if side > 0 else -90.0 - th  # from the posterior midline towards the side
+                    r_in = _superellipse_radius(self.cavity, ang)
+                    r_out = _superellipse_radius(self.muscle_outer, ang)
+                    rr = 0.5 * (r_in + r_out)
+                    pts.append([rr * math.cos(math.radians(ang)), rr * math.sin(math.radians(ang)), z_top - (th - theta0) * drop])
+                z_top -= u(30, 38)
+                radius = u(4, 6)
+                self.add(
+                    Tube.through(np.array(pts), np.full(6, radius), step=8.0),
+                    Part("bone", "bone"),
+                    Part("bone_cancellous", "bone", inset_mm=1.5),
+                )
+
+    # landmarks ---------------------------------------------------------------------------------
+    def sample_vessel_trunks(self) -> None:
+        u = self.u
+        self.r_aorta = u(9, 12.5)
+        self.aorta_xy = np.array([u(-16, -8), self.y_o + self.r_aorta + u(1, 4)])
+        self.ivc_axes = (u(10, 14), u(6, 10))
+        self.ivc_xy = np.array([u(19, 27), self.y_o + u(5, 11)])
+
+    def sample_spleen(self) -> None:
+        u = self.u
+        self.spleen_axes = np.array([u(16, 22), u(42, 56), u(40, 52)])
+        beta = u(-8, 12)  # direction from the cavity centre: left, slightly posterior
+        ang = 180.0 + beta
+        boundary = _superellipse_radius(self.cavity, ang)
+        direction = np.array([math.cos(math.radians(ang)), math.sin(math.radians(ang))])
+        centre_xy = direction * (boundary - self.spleen_axes[0] - u(0, 4))
+        self.spleen_centre = np.array([centre_xy[0], centre_xy[1], u(28, 48)])
+        self.spleen_rot = rotation(yaw=beta + u(15, 32), pitch=u(-10, 10))
+        self.hilum = self.spleen_centre + self.spleen_rot @ np.array([0.8 * self.spleen_axes[0], 0.0, -0.1 * self.spleen_axes[2]])
+
+    def sample_pancreas(self) -> None:
+        """Centreline control points head -> tail (world mm) and radii of a random pancreas."""
+        u = self.u
+        template = np.array(
+            [  # x, y (from the vertebral front), z, radius   (spine frame, x scaled)
+                [2, 27, -42, 6],  # uncinate tip, behind the SMV
+                [18, 29, -40, 10],  # uncinate process
+                [30, 33, -30, 14],  # lower head
+                [33, 37, -16, 15],  # head
+                [27, 42, -3, 13],  # upper head
+                [8, 49, 3, 10],  # neck, anterior to the portal confluence
+                [-20, 48, 8, 10],  # body, anterior to the SMA
+                [-46, 39, 13, 9],  # body-tail junction
+            ],
+            float,
+        )
+        shift = np.array([u(-5, 5), u(-4, 5), u(-6, 6)])
+        pts = np.array([self.at(*row[:3]) for row in template]) + shift
+        pts = self.jitter(pts, 2.0)
+        head_scale, tail_scale = u(0.85, 1.15), u(0.8, 1.2)
+        radii = template[:, 3] * np.linspace(head_scale, tail_scale, len(template)) * self.rng.uniform(0.92, 1.08, len(template))
+        tip = self.hilum + np.array([u(5, 11), u(6, 13), u(-8, 0)])
+        tail = 0.5 * (pts[-1] + tip) + np.array([0.0, u(-3, 3), u(-2, 4)])
+        self.pancreas_pts = np.vstack([pts, tail, tip])
+        self.pancreas_r = np.r_[radii, u(6.5, 9) * tail_scale, u(5, 7) * tail_scale]
+        self.p = {name: i for i, name in enumerate(["unc_tip", "unc", "head_low", "head", "head_up", "neck", "body", "body_tail", "tail", "tip"])}
+
+    def P(self, name: str) -> np.ndarray:
+        return self.pancreas_pts[self.p[name]]
+
+    def R(self, name: str) -> float:
+        return float(self.pancreas_r[self.p[name]])
+
+    # organs ------------------------------------------------------------------------------------
+    def gi_tube(self, tube: Tube, organ: str, wall_tissue: str, wall_mm: float, air_level_y: float | None, content: str) -> None:
+        """Hollow viscus: wall, liquid content and air above a horizontal (supine: anterior) level."""
+        shape = Intersection((tube, self.cavity_shape))
+        parts = [Part(wall_tissue, organ), Part(content, organ, inset_mm=wall_mm)]
+        if air_level_y is not None:
+            parts.append(Part("air", organ, inset_mm=wall_mm, within=HalfSpace(np.array([0.0, air_level_y, 0.0]), np.array([0.0, -1.0, 0.0]))))
+        self.add(shape, *parts)
+
+    def colon(self) -> None:
+        self.group = "bowel"
+        u, d = self.u, self.depth
+        ctrl = np.array(
+            [
+                [0.80 * self.cavity.a, self.y_o - 10, -140],
+                [0.80 * self.cavity.a, self.y_o + 5, -70],
+                [0.62 * self.cavity.a, self.y_o + 0.45 * d, u(-35, -10)],
+                [0.20 * self.cavity.a, self.y_o + 0.85 * d, u(-75, -45)],
+                [-0.30 * self.cavity.a, self.y_o + 0.85 * d, u(-60, -30)],
+                [-0.72 * self.cavity.a, self.y_o + 0.35 * d, u(15, 40)],
+                [-0.82 * self.cavity.a, self.y_o - 5, -20],
+                [-0.80 * self.cavity.a, self.y_o - 5, -140],
+            ]
+        )
+        ctrl = self.jitter(ctrl, 5.0)
+        radii = self.rng.uniform(15, 24, len(ctrl))
+        tube = Tube.through(ctrl, radii, step=8.0)
+        shape = Intersection((tube, self.cavity_shape))
+        wall = u(1.8, 3.0)
+        level = Union((HalfSpace(np.array([0.0, self.y_o + u(0.3, 0.9) * d, 0.0]), np.array([0.0, -1.0, 0.0])), NoiseLevel(self.noise(4.0), u(0.6, 1.4), 3.0)))
+        self.add(
+            shape,
+            Part("colon_wall", "colon"),
+            Part("feces", "colon", inset_mm=wall, texture=self.noise(3.0)),
+            Part("air", "colon", inset_mm=wall, within=level),
+        )
+
+    def small_bowel(self) -> None:
+        """Jejunal and ileal loops: random smooth walks, fluid-filled, collapsed or with some air."""
+        self.group = "bowel"
+        u, d = self.u, self.depth
+        ax = self.cavity.a
+        regions = [
+            ((-0.75 * ax, -0.1 * ax), (self.y_o + 15, self.y_o + 0.9 * d), (-75.0, -5.0)),
+            ((-0.75 * ax, 0.0), (self.y_o + 5, self.y_o + 0.9 * d), (-140.0, -60.0)),
+            ((0.0, 0.7 * ax), (self.y_o + 10, self.y_o + 0.9 * d), (-140.0, -60.0)),
+            ((-0.4 * ax, 0.4 * ax), (self.y_o + 0.55 * d, self.y_o + 0.95 * d), (-110.0, -55.0)),
+            ((-0.8 * ax, -0.4 * ax), (self.y_o + 0.0, self.y_o + 0.6 * d), (-40.0, 10.0)),
+        ]
+        loops = [(self.duodenum_end, regions[0])]  # the jejunum continues from the duodenojejunal flexure
+        for _ in range(int(self.rng.integers(3, 6))):
+            box = regions[int(self.rng.integers(len(regions)))]
+            loops.append((np.array([u(*box[0]), u(*box[1]), u(*box[2])]), box))
+        for start, box in loops:
+            lo = np.array([b[0] for b in box])
+            hi = np.array([b[1] for b in box])
+            n = int(self.rng.integers(6, 12))
+            pts = [np.asarray(start, float)]
+            direction = self.rng.normal(size=3)
+            for _ in range(n):
+                direction = direction / np.linalg.norm(direction) + self.rng.normal(0, 0.8, 3)
+                step = direction / np.linalg.norm(direction) * u(14, 22)
+                nxt = pts[-1] + step
+                bounce = (nxt < lo) | (nxt > hi)
+                direction[bounce] *= -1
+                pts.append(np.clip(pts[-1] + np.where(bounce, -step, step), lo - 10, hi + 10))
+            kind = self.rng.choice(["fluid", "collapsed", "air"], p=[0.5, 0.3, 0.2])
+            if kind == "collapsed":
+                radius, wall = u(5, 8), u(3, 5)
+            else:
+                radius, wall = u(9, 14), u(1.8, 2.8)
+            radii = radius * self.rng.uniform(0.85, 1.15, len(pts))
+            level = float(np.max(np.asarray(pts)[:, 1])) + radius - u(3, 8) if kind == "air" else None
+            self.gi_tube(Tube.through(np.asarray(pts), radii, step=6.0), "small_bowel", "bowel_wall", wall, level, "fluid")
+
+    def stomach_and_duodenum(self) -> None:
+        self.group = "upper_gi"
+        u = self.u
+        collapsed = self.rng.random() < 0.3
+        scale, wall = (u(0.45, 0.6), u(6, 9)) if collapsed else (1.0, u(3, 5.5))
+        neck = self.P("neck")
+        ctrl = np.array(
+            [
+                self.at(-55, 5, 110),
+                self.anterior(-60, 0.35, 75),
+                self.anterior(-48, 0.62, 40),
+                self.anterior(-12, 0.8, neck[2] + u(14, 24)),
+                self.anterior(18, 0.75, neck[2] + u(14, 22)),
+                self.anterior(33, 0.65, neck[2] + u(14, 20)),
+            ]
+        )
+        ctrl = self.jitter(ctrl, 4.0)
+        radii = np.array([u(26, 36), u(26, 36), u(22, 32), u(16, 24), u(11, 15), 7.0]) * np.r_[[scale] * 5, 1.0]
+        tube = Tube.through(ctrl, radii, step=7.0)
+        level = float(np.max(ctrl[:, 1] + radii)) - u(2, 30)
+        self.gi_tube(tube, "stomach", "stomach_wall", wall, None if collapsed else level, "fluid")
+        # duodenum: bulb (D1), descending (D2) lateral to the head, horizontal (D3) between aorta and SMA, ascending (D4)
+        r_d = u(9.5, 13.5)
+        head, head_up, unc = self.P("head"), self.P("head_up"), self.P("unc")
+        x_d2 = head[0] + self.R("head") + r_d + u(-1.5, 2.0)
+        ao = self.aorta_xy
+        z_d3 = unc[2] - self.R("unc") - r_d - u(2, 6)
+        y_d3 = ao[1] + self.r_aorta + r_d + u(0.5, 2.5)
+        ctrl = np.array(
+            [
+                ctrl[-1],
+                [head_up[0] + 18, head_up[1] + 14, head_up[2] + self.R("head_up") + u(4, 9)],
+                [x_d2, head[1] + 2, head_up[2] + u(4, 8)],
+                [x_d2, head[1] - 1, head[2]],
+                [x_d2 - 2, head[1] - 3, unc[2] - 4],
+                [x_d2 - 12, 0.5 * (head[1] + y_d3), z_d3 + 4],
+                [ao[0] + 12, y_d3, z_d3],
+                [ao[0] - self.r_aorta - r_d + 3, y_d3 - 2, z_d3 + 6],
+                [ao[0] - self.r_aorta - r_d - 2, ao[1] + self.r_aorta + 10, unc[2] - 8],
+                [self.P("body")[0] - 10, self.P("body")[1] - 4, self.P("body")[2] - self.R("body") - r_d - u(3, 6)],
+            ]
+        )
+        ctrl[1:] = self.jitter(ctrl[1:], 1.5)
+        radii = np.r_[7.0, r_d * 1.15, np.full(len(ctrl) - 2, r_d)] * np.r_[1.0, self.rng.uniform(0.9, 1.1, len(ctrl) - 1)]
+        level = float(ctrl[1, 1] + radii[1] - u(3, 10)) if self.rng.random() < 0.5 else None
+        self.gi_tube(Tube.through(ctrl, radii, step=5.0), "duodenum", "bowel_wall", u(1.8, 3.0), level, "fluid")
+        self.duodenum_end = ctrl[-1]
+
+    def liver_and_gallbladder(self) -> None:
+        self.group = "solid"
+        u, c = self.u, self.cavity
+        right = Ellipsoid(
+            np.array([u(0.35, 0.5) * c.a, self.y_o + u(-5, 15), u(45, 65)]),
+            np.array([u(0.62, 0.75) * c.a, u(80, 95), u(85, 100)]),
+            rotation(yaw=u(-10, 10)),
+        )
+        left = Ellipsoid(self.anterior(u(-25, -5), 0.72, u(50, 70)), np.array([u(50, 70), u(26, 36), u(35, 48)]), rotation(yaw=u(-15, 5)))
+        neck = self.P("neck")
+        cut = HalfSpace(np.array([neck[0] + u(5, 15), self.y_o, neck[2] + u(8, 20)]), np.array([-u(0.4, 0.7), 0.0, -1.0]))
+        liver = Perturbed(Intersection((Union((right, left)), cut, self.cavity_shape)), self.noise(25.0, 6), 3.0)
+        self.add(liver, Part("liver", "liver", texture=self.noise(6.0, 6)))
+        if self.rng.random() < 0.85:
+            gb = Ellipsoid(
+                self.anterior(u(32, 52), u(0.55, 0.75), neck[2] + u(-2, 22)),
+                np.array([u(11, 17), u(11, 17), u(26, 38)]),
+                rotation(yaw=u(-20, 20), roll=u(20, 40)),
+            )
+            self.add(Intersection((gb, self.cavity_shape)), Part("soft_tissue", "gallbladder"), Part("bile", "gallbladder", inset_mm=1.5))
+
+    def spleen(self) -> None:
+        self.group = "solid"
+        a = self.spleen_axes
+        base = Ellipsoid(self.spleen_centre, a, self.spleen_rot)
+        notch = Ellipsoid(self.spleen_centre + self.spleen_rot @ np.array([1.25 * a[0], 0, 0]), a * np.array([0.55, 0.35, 0.45]), self.spleen_rot)
+        shape = Perturbed(Intersection((Difference(base, notch), self.cavity_shape)), self.noise(20.0, 6), 2.0)
+        self.add(shape, Part("spleen", "spleen", texture=self.noise(5.0, 6)))
+
+    def kidneys(self) -> None:
+        self.group = "solid"
+        u = self.u
+        rx = self.vb_axes[0]
+        self.kidney_hila: dict[str, np.ndarray] = {}
+        self.kidney_top: dict[str, float] = {}
+        for side, organ, z0 in ((1, "kidney_right", u(-38, -18)), (-1, "kidney_left", u(-22, -2))):
+            medial = -side
+            axes = np.array([u(23, 28), u(20, 25), u(46, 56)])
+            centre = np.array([side * (rx + u(44, 54)), self.yv + u(-10, -2), z0])
+            rot = rotation(yaw=medial * u(22, 38), pitch=medial * u(8, 18))
+            kidney = Perturbed(Ellipsoid(centre, axes, rot), self.noise(20.0, 6), 1.2)
+            pyramids = NoiseLevel(self.noise(5.0), u(-0.4, 0.1), 3.0)
+            self.add(kidney, Part("kidney_cortex", organ), Part("kidney_medulla", organ, inset_mm=u(5, 7), within=pyramids))
+            hilum = centre + rot @ np.array([medial * 0.75 * axes[0], 0.0, 0.0])
+            self.kidney_hila[organ] = hilum
+            sinus = Ellipsoid(centre + rot @ np.array([medial * 0.6 * axes[0], 0.0, 0.0]), axes * np.array([0.5, 0.42, 0.5]), rot)
+            self.add(sinus, Part("fat", "fat"))
+            pelvis = Ellipsoid(centre + rot @ np.array([medial * 0.65 * axes[0], 0.0, -0.1 * axes[2]]), axes * np.array([0.3, 0.2, 0.25]), rot)
+            self.add(pelvis, Part("urine", "other"))
+            self.kidney_top[organ] = z0 + axes[2]
+
+    def adrenals_and_crura(self) -> None:
+        self.group = "solid"
+        u = self.u
+        ao, r = self.aorta_xy, self.r_aorta
+        for side in (1, -1):  # diaphragmatic crura alongside the aorta
+            x0 = ao[0] + side * (r + u(3, 5))
+            pts = np.array([[x0, ao[1] + 4, 110], [x0 + side * 1, ao[1] - 2, 20], [side * 0.6 * self.vb_axes[0], self.y_o, -40]])
+            self.add(Tube.through(self.jitter(pts, 1.0), np.array([4.5, 4.0, 3.0]) * u(0.8, 1.2), step=8.0), Part("muscle", "muscle"))
+        left_top = self.kidney_top["kidney_left"]
+        apex = np.array([ao[0] - r - u(8, 13), self.y_o + u(0, 6), left_top - u(0, 10)])
+        right_apex = np.array([self.ivc_xy[0] + u(2, 8), self.ivc_xy[1] - self.ivc_axes[1] - u(4, 8), self.kidney_top["kidney_right"] - u(-5, 5)])
+        for apex_pt, side in ((apex, -1), (right_apex, 1)):
+            for limb in (np.array([side * u(4, 10), -u(14, 22), -u(4, 10)]), np.array([side * u(10, 18), -u(6, 12), u(-14, -6)])):
+                pts = np.array([apex_pt, apex_pt + 0.5 * limb + self.rng.normal(0, 1.5, 3), apex_pt + limb])
+                self.add(Tube.through(pts, np.array([2.8, 2.5, 1.8]), step=4.0, pad=4.0), Part("adrenal", "other"))
+
+    def pancreas(self) -> None:
+        self.group = "pancreas"
+        u = self.u
+        tube = Tube.through(self.pancreas_pts, self.pancreas_r, step=4.0)
+        lobulation = u(0.8, 2.6)
+        shape = Perturbed(Perturbed(tube, self.noise(6.0), lobulation), self.noise(2.5, 6), 0.6 * lobulation)
+        fat_fraction = float(self.rng.beta(1.3, 9.0)) * 0.4  # mostly a few %, sometimes fatty (up to ~30%)
+        parts = [Part("pancreas", "pancreas", texture=self.noise(2.5))]
+        if fat_fraction > 0.01:
+            lobules = NoiseLevel(self.noise(u(1.6, 2.6)), float(ndtri(1.0 - fat_fraction)), 2.5)
+            parts.append(Part("fat", "pancreas", within=lobules))
+        self.add(shape, *parts)
+        self.pancreas_bounds = shape.bounds
+        # main pancreatic duct: tail -> head -> papilla on the medial wall of D2
+        dilated = self.rng.random() < 0.15
+        r_duct = u(2.2, 3.5) if dilated else u(0.8, 1.4)
+        order = ["tip", "tail", "body_tail", "body", "neck", "head_up", "head"]
+        pts = np.array([self.P(n) for n in order])
+        self.papilla = self.P("head") + np.array([self.R("head") + 2, -3.0, -u(6, 12)])
+        pts = np.vstack([pts, self.papilla])
+        self.add(Tube.through(pts, np.full(len(pts), r_duct), step=4.0, pad=4.0), Part("fluid", "pancreas"))
+        # common bile duct: porta hepatis -> posterior head -> papilla
+        head_up, head = self.P("head_up"), self.P("head")
+        cbd = np.array(
+            [
+                [head_up[0] + 14, head_up[1] - 6, head_up[2] + 45],
+                [head_up[0] + 8, head_up[1] - self.R("head_up") * 0.45, head_up[2] + 10],
+                [head[0] + 5, head[1] - self.R("head") * 0.5, head[2]],
+                self.papilla,
+            ]
+        )
+        r_cbd = u(2.5, 4.5)
+        self.add(Tube.through(self.jitter(cbd, 1.0), np.full(4, r_cbd), step=4.0, pad=4.0), Part("bile", "other"))
+
+    # vessels -----------------------------------------------------------------------------------
+    def vessels(self) -> None:
+        self.group = "vessels"
+        u = self.u
+        ao, r_ao = self.aorta_xy, self.r_aorta
+        neck, body = self.P("neck"), self.P("body")
+        r_smv, r_sv, r_pv = u(4.5, 6.5), u(3.5, 5.5), u(6, 8)
+        conf = neck + np.array([u(-3, 1), -(self.R("neck") + r_smv - u(2, 4)), -u(2, 5)])
+        sma_x = conf[0] - u(10, 14)
+        # superior mesenteric vein and artery descending into the mesentery
+        smv = np.array([conf, conf + [1, 4, -20], conf + [2, 12, -50], conf + [3, 22, -90], conf + [4, 30, -140]])
+        smv[1:] = self.jitter(smv[1:], 2.0)
+        y_sma0 = ao[1] + r_ao + u(3, 6)
+        sma = np.array(
+            [
+                [ao[0] + 1, ao[1] + r_ao - 3, conf[2] + u(8, 14)],
+                [sma_x, y_sma0, conf[2] + 2],
+                [sma_x, y_sma0 + 4, conf[2] - 12],
+                [sma_x + 1, smv[2, 1] - 2, conf[2] - 50],
+                [sma_x + 2, smv[3, 1] - 2, conf[2] - 90],
+                [sma_x + 3, smv[4, 1] - 2, conf[2] - 140],
+            ]
+        )
+        r_sma = u(3, 4.5)
+        # mesenteric branches fanning from the SMA/SMV into the mesentery
+        for _ in range(int(self.rng.integers(6, 12))):
+            venous = self.rng.random() < 0.5
+            trunk = smv if venous else sma
+            k = int(self.rng.integers(2, 5))
+            start = trunk[k - 1] + (trunk[k] - trunk[k - 1]) * u(0, 1)
+            side = 1 if self.rng.random() < 0.35 else -1
+            end = start + np.array([side * u(25, 70), u(0, 35), u(-40, 0)])
+            mid = 0.5 * (start + end) + self.rng.normal(0, 6, 3)
+            radii = np.array([u(1.8, 2.8), 1.6, 1.1])
+            self.add(
+                Intersection((Tube.through(np.array([start, mid, end]), radii, step=6.0, pad=4.0), self.cavity_shape)),
+                Part("portal_vein" if venous else "artery", "other_vessel"),
+            )
+        # portal vein to the hilum and its intrahepatic branches
+        pv = np.array([conf, conf + [14, -1, 14], conf + [30, -4, 30], conf + [45, -5, 46]])
+        pv = self.jitter(pv, [0, 1.5, 1.5])
+        for _ in range(int(self.rng.integers(3, 6))):
+            tip = pv[-1] + np.array([u(5, 60), u(-30, 40), u(0, 40)])
+            branch = np.array([pv[-1], 0.5 * (pv[-1] + tip) + self.rng.normal(0, 5, 3), tip])
+            self.add(Tube.through(branch, np.array([0.7 * r_pv, 3.0, 1.8]), step=6.0, pad=4.0), Part("portal_vein", "portal_splenic_vein"))
+        # hepatic veins converging on the intrahepatic IVC (above the pancreas)
+        ivc_top = np.array([self.ivc_xy[0], self.ivc_xy[1] + 4, u(70, 85)])
+        for angle in (u(10, 40), u(70, 110), u(140, 170)):
+            direction = np.array([math.cos(math.radians(angle)), math.sin(math.radians(angle)), -u(0.3, 0.8)])
+            tip = ivc_top + direction * u(55, 80)
+            self.add(Tube.through(np.array([ivc_top, 0.5 * (ivc_top + tip), tip]), np.array([5.0, 3.5, 2.0]), step=6.0, pad=4.0), Part("hepatic_vein", "other_vessel"))
+        # renal veins (the left one crossing between aorta and SMA) and renal arteries
+        z_lrv = conf[2] - u(6, 12)
+        lk, rk = self.kidney_hila["kidney_left"], self.kidney_hila["kidney_right"]
+        r_lrv = u(3.5, 5)
+        lrv = np.array([lk, [ao[0] - r_ao - 6, ao[1] + 2, z_lrv + 2], [ao[0], ao[1] + r_ao + r_lrv - 2, z_lrv], [self.ivc_xy[0] - 4, self.ivc_xy[1], z_lrv + 4]])
+        self.add(Tube.through(self.jitter(lrv, [0.5, 0.5, 1.5]), np.array([r_lrv, r_lrv, r_lrv * 0.8, r_lrv]), step=5.0), Part("renal_vein", "other_vessel"))
+        rrv = np.array([rk, 0.5 * (rk + [self.ivc_xy[0], self.ivc_xy[1], rk[2] + 10]), [self.ivc_xy[0], self.ivc_xy[1], rk[2] + 12]])
+        self.add(Tube.through(rrv, np.full(3, u(3.5, 5)), step=5.0), Part("renal_vein", "other_vessel"))
+        for hil, side in ((lk, -1), (rk, 1)):
+            origin = np.array([ao[0] + side * (r_ao - 2), ao[1] - 3, z_lrv + u(-2, 6)])
+            mid = np.array([0.5 * (origin[0] + hil[0]), min(origin[1], hil[1]) - 6, 0.5 * (origin[2] + hil[2])])
+            self.add(Tube.through(np.array([origin, mid, hil]), np.array([3.0, 2.6, 2.2]), step=5.0, pad=4.0), Part("artery", "other_vessel"))
+        # coeliac trunk, tortuous splenic artery along the superior border, common hepatic artery
+        coeliac = np.array([ao[0] + 1, ao[1] + r_ao + u(6, 10), sma[0, 2] + u(10, 16)])
+        names = ["neck", "body", "body_tail", "tail", "tip"]
+        sa = [np.array([ao[0] + 1, ao[1] + r_ao - 3, coeliac[2] - 3]), coeliac]
+        amp, wavelength, phase = u(2, 6), u(18, 30), u(0, 2 * math.pi)
+        for name in names[1:]:
+            p = self.P(name)
+            wiggle = amp * math.sin(2 * math.pi * p[0] / wavelength + phase)
+            sa.append(p + np.array([0.0, -0.35 * self.R(name) + wiggle, self.R(name) + u(1, 3) + 0.5 * wiggle]))
+        sa.append(self.hilum + np.array([0.0, 0.0, 4.0]))
+        self.add(Tube.through(np.array(sa), np.full(len(sa), u(2, 3)), step=4.0, pad=4.0), Part("artery", "other_vessel"))
+        cha = np.array([coeliac, coeliac + [18, 2, 2], [self.P("head_up")[0] + 10, self.P("head_up")[1] - 2, self.P("head_up")[2] + self.R("head_up") + 6], pv[-1] + [-4, 6, 8]])
+        self.add(Tube.through(self.jitter(cha, [0, 1, 1]), np.full(4, u(2, 3)), step=4.0, pad=4.0), Part("artery", "other_vessel"))
+        self.add(Tube.through(sma, np.full(len(sma), r_sma) * np.r_[1.2, np.ones(len(sma) - 1)], step=5.0), Part("artery", "other_vessel"))
+        # splenic vein along the posterior border of body and tail, joining the SMV at the confluence
+        sv = [conf]
+        for name in names[1:]:
+            p = self.P(name)
+            sv.append(p - np.array([0.0, self.R(name) + r_sv - u(1.5, 3.5), 0.15 * self.R(name)]))
+        sv.append(self.hilum)
+        self.add(Tube.through(np.array(sv), np.full(len(sv), r_sv), step=4.0), Part("portal_vein", "portal_splenic_vein"))
+        self.add(Tube.through(smv, np.full(len(smv), r_smv), step=5.0), Part("portal_vein", "portal_splenic_vein"))
+        self.add(Tube.through(pv, np.r_[r_smv, np.full(3, r_pv)], step=5.0), Part("portal_vein", "portal_splenic_vein"))
+        # inferior vena cava and aorta (with optional wall calcifications)
+        ivc = EllipticCylinder(tuple(self.ivc_xy), self.ivc_axes, u(-10, 10))
+        self.add(ivc, Part("ivc", "inferior_vena_cava"))
+        drift = self.rng.normal(0, 2.5, (3, 2))
+        aorta_pts = np.array([[ao[0] + drift[i, 0], ao[1] + drift[i, 1], z] for i, z in enumerate((150.0, 0.0, -150.0))])
+        self.add(Tube.through(aorta_pts, np.full(3, r_ao), step=30.0), Part("artery", "aorta"))
+        if self.rng.random() < 0.45:
+            for _ in range(int(self.rng.integers(2, 9))):
+                ang, z = u(0, 2 * math.pi), u(-70, 70)
+                centre = np.array([ao[0] + r_ao * math.cos(ang), ao[1] + r_ao * math.sin(ang), z])
+                self.add(Ellipsoid(centre, np.array([u(1.2, 2.5), u(1.2, 2.5), u(2, 6)])), Part("calcification", "aorta"))
+
+
+def sample_patient(rng: np.random.Generator) -> Patient:
+    """Draw one random patient (anatomy only, no grid and no intensities) from ``rng``."""
+    b = _Builder(rng)
+    b.sample_body()
+    b.sample_vessel_trunks()
+    b.sample_spleen()
+    b.sample_pancreas()
+    b.body_wall()
+    b.stomach_and_duodenum()  # before the bowel: the jejunum starts at the duodenojejunal flexure
+    b.small_bowel()
+    b.colon()
+    b.posterior()
+    b.liver_and_gallbladder()
+    b.spleen()
+    b.kidneys()
+    b.adrenals_and_crura()
+    b.pancreas()
+    b.vessels()
+    skin = b.skin
+    body_lo = np.array([-skin.a - 4, -skin.b_posterior - 4, -np.inf])
+    body_hi = np.array([skin.a + 4, skin.b_anterior + 4, np.inf])
+    diameter = 2.0 * math.sqrt(skin.a * 0.5 * (skin.b_anterior + skin.b_posterior))
+    structures = tuple(s for name in PAINT_ORDER for s in b.groups[name])
+    return Patient(structures, (body_lo, body_hi), b.pancreas_bounds, diameter)

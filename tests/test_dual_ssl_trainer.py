@@ -1,0 +1,156 @@
+"""The DualSSL iteration: loss terms, ramp, gradients of every self-supervised term."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.losses import DiceCELoss
+
+from scripts.engines import DualSSLTrainer, loss_terms
+from scripts.networks import DualSSLHeads, ResidualUNet
+from scripts.transforms import RandUncertaintyCorruption
+
+
+def _batch(batch_size: int = 2, size: int = 32) -> dict[str, torch.Tensor]:
+    """A bright bar (the 'pancreas') in noise, with its skeleton, ring and boundary band."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (batch_size, 1, size, size, size)
+    label = torch.zeros(shape)
+    label[:, :, 12:20, 12:20, 4:28] = 1
+    image = 0.3 * torch.rand(shape, generator=generator) + 0.4 * label
+    skeleton = torch.zeros(shape)
+    skeleton[:, :, 16, 16, 5:27] = 1
+    dilated = torch.nn.functional.max_pool3d(label, 9, stride=1, padding=4)
+    band = torch.nn.functional.max_pool3d(label, 3, stride=1, padding=1) - (
+        -torch.nn.functional.max_pool3d(-label, 3, stride=1, padding=1)
+    )
+    return {"image": image, "label": label, "skeleton": skeleton, "ring": dilated - label, "band": band}
+
+
+class _ZeroLoss(torch.nn.Module):
+    """A segmentation loss of exactly zero (still in the graph), to isolate the SSL terms."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return logits.sum() * 0.0
+
+
+def _trainer(lambda_contrastive: float, lambda_restoration: float, loss=None, lr: float = 0.0, **kwargs):
+    torch.manual_seed(0)
+    network = ResidualUNet(channels=(8, 16, 32), num_res_units=1)
+    heads = DualSSLHeads(network.feature_channels, embedding_dim=16, hidden_channels=16)
+    optimizer = torch.optim.SGD(list(network.parameters()) + list(heads.parameters()), lr=lr)
+    batch = _batch()
+    trainer = DualSSLTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[batch],
+        network=network,
+        optimizer=optimizer,
+        loss_function=loss if loss is not None else DiceCELoss(to_onehot_y=True, softmax=True),
+        ssl_heads=heads,
+        lambda_contrastive=lambda_contrastive,
+        lambda_restoration=lambda_restoration,
+        corruption=RandUncertaintyCorruption(block_size=6, num_blocks=6, seed=0),
+        num_positive=16,
+        num_negative=32,
+        sampling_seed=0,
+        decollate=False,
+        **kwargs,
+    )
+    return trainer, batch
+
+
+def _encoder_gradient(trainer: DualSSLTrainer) -> torch.Tensor:
+    first_conv = next(p for name, p in trainer.network.named_parameters() if name.startswith("encoder.0"))
+    return first_conv.grad
+
+
+@pytest.mark.parametrize(
+    "term, lambdas, head",
+    [("loss_contrastive", (1.0, 0.0), "projection"), ("loss_restoration", (0.0, 1.0), "restoration")],
+)
+def test_each_ssl_term_reaches_the_encoder_and_its_head(term, lambdas, head):
+    trainer, batch = _trainer(*lambdas, loss=_ZeroLoss())
+    trainer.state.iteration = 1
+    output = trainer._iteration(trainer, batch)
+    assert output[term] > 0
+    assert output["loss_segmentation"] == 0
+    gradient = _encoder_gradient(trainer)
+    assert gradient is not None and gradient.abs().sum() > 0, f"{term} does not reach the encoder"
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(trainer.ssl_heads, head).parameters())
+
+
+def test_total_is_weighted_sum_of_terms():
+    trainer, batch = _trainer(0.3, 2.0, ssl_start_iteration=1, ssl_rampup_iterations=4)
+    trainer.state.iteration = 2
+    out = trainer._iteration(trainer, batch)
+    assert out["ssl_weight"] == pytest.approx(0.5)
+    expected = out["loss_segmentation"] + 0.5 * (0.3 * out["loss_contrastive"] + 2.0 * out["loss_restoration"])
+    assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-5)
+    assert set(loss_terms(out)) == {
+        "loss",
+        "loss_segmentation",
+        "loss_contrastive",
+        "loss_restoration",
+        "ssl_weight",
+        "contrastive_skipped",
+    }
+
+
+def test_ramp_schedule():
+    trainer, _ = _trainer(1.0, 1.0, ssl_start_iteration=10, ssl_rampup_iterations=5)
+    weights = [trainer.ssl_weight(i) for i in (1, 9, 10, 12, 14, 15, 100)]
+    assert weights == pytest.approx([0.0, 0.0, 0.2, 0.6, 1.0, 1.0, 1.0])
+
+
+def test_before_ssl_start_the_iteration_is_plain_supervised():
+    trainer, batch = _trainer(1.0, 1.0, ssl_start_iteration=5)
+    trainer.state.iteration = 1
+    out = trainer._iteration(trainer, batch)
+    assert out["loss_contrastive"] == 0 and out["loss_restoration"] == 0
+    assert torch.equal(out["image"], batch["image"]), "the input must not be corrupted before SSL starts"
+    assert float(out["loss"]) == pytest.approx(float(out["loss_segmentation"]))
+
+
+def test_restoration_corrupts_only_the_uncertainty_region():
+    trainer, batch = _trainer(0.0, 1.0, entropy_top_percent=0.0)
+    trainer.state.iteration = 1
+    out = trainer._iteration(trainer, batch)
+    changed = out["image"] != batch["image"]
+    assert changed.any()
+    assert not (changed & (batch["band"] == 0)).any()
+
+
+def test_patch_without_pancreas_is_skipped_and_counted():
+    trainer, batch = _trainer(1.0, 0.0, loss=_ZeroLoss())
+    for key in ("label", "skeleton", "ring", "band"):
+        batch[key][1] = 0
+    trainer.state.iteration = 1
+    out = trainer._iteration(trainer, batch)
+    assert out["contrastive_skipped"] == 1
+    assert out["loss_contrastive"] > 0
+
+
+def test_missing_structure_maps_are_reported():
+    trainer, batch = _trainer(1.0, 0.0)
+    del batch["skeleton"]
+    trainer.state.iteration = 1
+    with pytest.raises(KeyError, match="skeleton"):
+        trainer._iteration(trainer, batch)
+
+
+def test_training_steps_lower_every_loss_term():
+    trainer, batch = _trainer(0.5, 1.0, lr=0.0)
+    optimizer = torch.optim.Adam(list(trainer.network.parameters()) + list(trainer.ssl_heads.parameters()), lr=3e-3)
+    trainer.optimizer = optimizer
+    trainer.corruption.set_random_state(0)
+    history = []
+    for iteration in range(1, 31):
+        trainer.state.iteration = iteration
+        trainer.corruption.set_random_state(0)
+        trainer._sampling_generator = None
+        history.append(loss_terms(trainer._iteration(trainer, batch)))
+    for term in ("loss_segmentation", "loss_contrastive", "loss_restoration"):
+        first = sum(h[term] for h in history[:3]) / 3
+        last = sum(h[term] for h in history[-3:]) / 3
+        assert last < 0.8 * first, f"{term} did not decrease: {first:.4f} -> {last:.4f}"
