@@ -1,0 +1,127 @@
+"""Bundle layout, metadata, config consistency and the shipped weights."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from tests.bundle_cli import BUNDLE_ROOT
+
+CONFIGS = BUNDLE_ROOT / "configs"
+MAX_WEIGHTS_BYTES = 25 * 2**20
+
+
+def _config(*names: str) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / n) for n in names])
+    return parser
+
+
+def test_bundle_layout():
+    for path in (
+        "configs/metadata.json",
+        "configs/train.yaml",
+        "configs/evaluate.yaml",
+        "configs/inference.yaml",
+        "configs/logging.conf",
+        "models/model.pt",
+        "models/model.ts",
+        "docs/README.md",
+        "docs/data_license.txt",
+        "LICENSE",
+        "README.md",
+        ".ci/run",
+    ):
+        assert (BUNDLE_ROOT / path).is_file(), path
+
+
+def test_metadata_verifies_offline():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "verify_metadata",
+            "--meta_file",
+            str(CONFIGS / "metadata.json"),
+            "--filepath",
+            str(BUNDLE_ROOT / "docs" / "metadata_schema.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=BUNDLE_ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "metadata is verified with no error" in result.stdout + result.stderr
+
+
+def test_schema_rejects_incomplete_metadata():
+    schema = json.loads((BUNDLE_ROOT / "docs" / "metadata_schema.json").read_text())
+    metadata = json.loads((CONFIGS / "metadata.json").read_text())
+    jsonschema.validate(metadata, schema)
+    for broken in ("version", "network_data_format", "changelog"):
+        incomplete = copy.deepcopy(metadata)
+        del incomplete[broken]
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(incomplete, schema)
+    no_channel_def = copy.deepcopy(metadata)
+    del no_channel_def["network_data_format"]["outputs"]["pred"]["channel_def"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(no_channel_def, schema)
+
+
+def test_metadata_describes_the_current_release():
+    metadata = json.loads((CONFIGS / "metadata.json").read_text())
+    assert metadata["version"] in metadata["changelog"]
+    assert any("2505.07165" in reference for reference in metadata["references"])
+    assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "pancreas"}
+    assert metadata["monai_version"].startswith("1.6")
+
+
+def test_inference_uses_the_training_network_and_preprocessing():
+    train, inference = _config("train.yaml"), _config("inference.yaml")
+    assert train["network_def"] == inference["network_def"]
+    for key in ("pixdim", "hu_window", "roi_size", "num_classes"):
+        assert train[key] == inference[key], key
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [("baseline.yaml", (0.0, 0.0)), ("contrastive_only.yaml", (0.1, 0.0)), ("restoration_only.yaml", (0.0, 1.0))],
+)
+def test_ablation_configs_change_only_the_ssl_weights(override, expected):
+    base, variant = _config("train.yaml"), _config("train.yaml", override)
+    assert (variant["lambda_contrastive"], variant["lambda_restoration"]) == expected
+    changed = {k for k in variant.get() if variant[k] != base[k]}
+    assert changed <= {"lambda_contrastive", "lambda_restoration"}
+
+
+def test_evaluate_overrides_train_instead_of_copying_it():
+    evaluate = _config("evaluate.yaml")
+    assert "network_def" not in evaluate.get() and "train" not in evaluate.get()
+
+
+def test_shipped_weights_are_small_safe_state_dicts():
+    path = BUNDLE_ROOT / "models" / "model.pt"
+    assert path.stat().st_size <= MAX_WEIGHTS_BYTES
+    assert (BUNDLE_ROOT / "models" / "model.ts").stat().st_size <= MAX_WEIGHTS_BYTES
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    network = _config("inference.yaml").get_parsed_content("network_def")
+    network.load_state_dict(state, strict=True)
+
+
+def test_shipped_torchscript_equals_shipped_weights():
+    network = _config("inference.yaml").get_parsed_content("network_def").eval()
+    network.load_state_dict(torch.load(BUNDLE_ROOT / "models" / "model.pt", weights_only=True, map_location="cpu"))
+    scripted = torch.jit.load(str(BUNDLE_ROOT / "models" / "model.ts"), map_location="cpu")
+    x = torch.rand(1, 1, 64, 64, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), network(x))
