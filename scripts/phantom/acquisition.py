@@ -2,11 +2,11 @@
 
 ``scan(patient, domain, rng)`` chooses a field of view and random cranio-caudal coverage around
 the pancreas, renders the anatomy on a fine grid (output in-plane spacing, slice spacing / k),
-assigns per-patient Hounsfield units for the domain's contrast phase, integrates over a Gaussian
-slice sensitivity profile (FWHM = slice thickness) and samples at the slice spacing, applies the
-reconstruction kernel, coloured noise, the scanner calibration error (offset and smooth bias field,
-both vanishing in air), clips to the 12-bit CT range and finally re-orients the arrays and the
-affine to the domain's storage orientation.
+assigns per-patient Hounsfield units for the domain's contrast phase and tube voltage, integrates
+over a Gaussian slice sensitivity profile (FWHM = slice thickness) and samples at the slice
+spacing, applies the reconstruction kernel, coloured noise, photon-starvation streaks, the scanner
+calibration error (offset and smooth bias field, both vanishing in air), clips to the 12-bit CT
+range and finally re-orients the arrays and the affine to the domain's storage orientation.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from .domains import PHASES, AcquisitionDomain, Phase
 from .shapes import Grid
 
 HU_MIN, HU_MAX = -1024.0, 3071.0
+AIR_HU = -1000.0
 FINE_SLICE_MM = 2.0  # the anatomy is rendered with at most this z spacing before slice integration
 Z_MARGIN_MM = 8.0  # the pancreas stays at least this far from the first and last slice
 XY_MARGIN_MM = 10.0
 
 TISSUE_HU: dict[str, tuple[float, float, float]] = {
     # tissue: (non_contrast, pancreatic_arterial, portal_venous) mean HU of a reference patient
-    "air": (-1000, -1000, -1000),
+    "air": (AIR_HU, AIR_HU, AIR_HU),
     "fat": (-100, -100, -100),
     "soft_tissue": (35, 45, 50),
     "muscle": (50, 55, 60),
@@ -44,7 +45,7 @@ TISSUE_HU: dict[str, tuple[float, float, float]] = {
     "kidney_medulla": (30, 85, 160),
     "urine": (8, 8, 10),
     "adrenal": (30, 75, 65),
-    "pancreas": (45, 125, 100),
+    "pancreas": (50, 130, 105),
     "stomach_wall": (40, 100, 90),
     "bowel_wall": (40, 115, 95),
     "colon_wall": (40, 85, 85),
@@ -82,18 +83,32 @@ class Scan:
     affine: np.ndarray
 
 
-def tissue_values(phase: Phase, rng: np.random.Generator) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-patient tissue HU and texture amplitudes for ``phase``.
+def kvp_gains(kvp: float) -> tuple[float, float, float]:
+    """Relative change (iodine enhancement, bone / calcium HU, fat HU) at ``kvp`` versus 120 kVp.
+
+    Linear fits of published phantom data: iodine enhancement rises ~1.65x at 80 kVp (~1.33x at
+    100 kVp), bone and calcium ~1.3x at 80 kVp, fat becomes ~10 % more negative.
+    """
+    drop = 120.0 - kvp
+    return 1.0 + 0.0165 * drop, 1.0 + 0.0075 * drop, 1.0 + 0.0025 * drop
+
+
+def tissue_values(phase: Phase, kvp: float, rng: np.random.Generator) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-patient tissue HU and texture amplitudes for ``phase`` at tube voltage ``kvp``.
 
     Each tissue's unenhanced value is jittered by a few HU and its enhancement (phase value minus
-    unenhanced value) is scaled by a patient bolus factor and a small per-tissue factor.
+    unenhanced value) is scaled by a patient bolus factor and a small per-tissue factor; the
+    tube voltage scales iodine enhancement, bone (unenhanced HU > 200) and fat (unenhanced HU < 0).
     """
     p = PHASES.index(phase)
+    iodine, calcium, fat = kvp_gains(kvp)
     bolus = rng.uniform(0.85, 1.15)
     values = {}
     for tissue, hu in TISSUE_HU.items():
         base = hu[0] + (rng.normal(0.0, 0.03 * abs(hu[0]) + 3.0) if tissue != "air" else 0.0)
-        values[tissue] = float(base + (hu[p] - hu[0]) * bolus * rng.uniform(0.9, 1.1))
+        if tissue != "air":
+            base *= calcium if hu[0] > 200 else fat if hu[0] < 0 else 1.0
+        values[tissue] = float(base + (hu[p] - hu[0]) * iodine * bolus * rng.uniform(0.9, 1.1))
     textures = {tissue: float(amp[p]) for tissue, amp in TEXTURE_HU.items()}
     return values, textures
 
@@ -151,16 +166,40 @@ def coloured_noise(shape: tuple[int, ...], kernel: str, rng: np.random.Generator
     return noise / np.float32(noise.std())
 
 
-def bias_field(shape: tuple[int, int, int], spacing: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+def bias_field(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float], rng: np.random.Generator
+) -> np.ndarray:
     """Smooth random field (float32, peak |value| = 1): a sum of three separable long-wavelength cosine products."""
     total = np.zeros(shape, dtype=np.float32)
     for _ in range(3):
         factors = []
         for d in range(3):
             coord = (np.arange(shape[d]) - 0.5 * (shape[d] - 1)) * spacing[d]
-            factors.append(np.cos(2 * np.pi * coord / rng.uniform(250, 700) + rng.uniform(0, 2 * np.pi)).astype(np.float32))
+            wave = np.cos(2 * np.pi * coord / rng.uniform(250, 700) + rng.uniform(0, 2 * np.pi))
+            factors.append(wave.astype(np.float32))
         total += factors[0][:, None, None] * factors[1][None, :, None] * factors[2][None, None, :]
     return total / np.float32(max(float(np.abs(total).max()), 1e-6))
+
+
+def streak_field(grid: Grid, centre_xy: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """Photon-starvation streaks (float32, grid shape, peak |value| ~ 1): thin dark and bright lines.
+
+    Lines pass near ``centre_xy`` (the spine) at angles clustered around the long left-right path
+    through the body; each is present over a random band of slices with a smooth profile.
+    """
+    x, y, z = (grid.axis(d) for d in range(3))
+    total = np.zeros(grid.shape, dtype=np.float32)
+    for _ in range(int(rng.integers(6, 12))):
+        angle = math.radians(rng.normal(0.0, 20.0))
+        cx, cy = centre_xy[0] + rng.normal(0, 15), centre_xy[1] + rng.normal(0, 15)
+        dist = (x[:, None] - cx) * math.sin(angle) - (y[None, :] - cy) * math.cos(angle)  # (X, Y) to the line
+        width = rng.uniform(0.8, 2.0)
+        sign = rng.choice([-1.0, 1.0], p=[0.65, 0.35])  # mostly dark streaks with bright rims
+        profile = sign * (np.exp(-0.5 * (dist / width) ** 2) - 0.5 * np.exp(-0.5 * (dist / (2.5 * width)) ** 2))
+        zc, zw = rng.uniform(z[0], z[-1]), rng.uniform(6.0, 30.0)
+        along = np.exp(-0.5 * ((z - zc) / zw) ** 2) * rng.uniform(0.4, 1.0)
+        total += profile.astype(np.float32)[:, :, None] * along.astype(np.float32)[None, None, :]
+    return total
 
 
 def orient(arrays: list[np.ndarray], grid: Grid, orientation: str) -> tuple[list[np.ndarray], np.ndarray]:
@@ -180,9 +219,9 @@ def scan(patient: Patient, domain: AcquisitionDomain, rng: np.random.Generator, 
     """Acquire ``patient`` with ``domain``; the label is pancreas occupancy >= 0.5 after slice integration."""
     fine, k = scan_grid(patient, domain, rng)
     layers = render_patient(patient, fine)
-    values, textures = tissue_values(domain.phase, rng)
+    values, textures = tissue_values(domain.phase, domain.kvp, rng)
     dz = fine.spacing[2]
-    image = slice_integrate(layers.paint(values, textures, fill=TISSUE_HU["air"][0]), domain.slice_thickness, dz, k)
+    image = slice_integrate(layers.paint(values, textures, fill=AIR_HU), domain.slice_thickness, dz, k)
     pancreas = slice_integrate(layers.organ_occupancy("pancreas"), domain.slice_thickness, dz, k) >= 0.5
     if organ_labels:
         label = np.ascontiguousarray(layers.organ_map()[:, :, k // 2 :: k])
@@ -193,15 +232,17 @@ def scan(patient: Patient, domain: AcquisitionDomain, rng: np.random.Generator, 
     out_grid = Grid(image.shape, domain.spacing, (fine.origin[0], fine.origin[1], fine.origin[2] + (k // 2) * dz))
 
     image = apply_kernel(image, domain.kernel)
+    in_body = np.where(image > -500, np.float32(1.0), np.float32(0.55))  # less noise in the air around the patient
     if domain.noise_std > 0:
         std = domain.noise_std * rng.uniform(0.9, 1.1) * math.exp((patient.diameter_mm - 300.0) / 400.0)
-        in_body = np.where(image > -500, np.float32(1.0), np.float32(0.55))  # less noise in the air around the patient
         image += coloured_noise(image.shape, domain.kernel, rng) * in_body * np.float32(std)
+    if domain.streak_hu > 0:
+        image += np.float32(domain.streak_hu) * streak_field(out_grid, patient.spine_xy, rng) * in_body
     calibration = np.float32(domain.hu_offset + rng.normal(0.0, 2.0))
     if domain.bias_hu > 0:
         calibration = calibration + np.float32(domain.bias_hu) * bias_field(image.shape, domain.spacing, rng)
-    weight = np.clip((image - np.float32(HU_MIN + 24)) / np.float32(1000.0), 0.0, 1.0)  # calibration error vanishes in air
-    image += weight * calibration
+    # the calibration error scales with attenuation relative to air, so air stays at -1000 HU
+    image += np.clip((image - np.float32(AIR_HU)) / np.float32(1000.0), 0.0, 1.0) * calibration
     image = np.rint(np.clip(image, HU_MIN, HU_MAX)).astype(np.float32)
     (image, label), affine = orient([image, label], out_grid, domain.orientation)
     return Scan(image, label, affine)

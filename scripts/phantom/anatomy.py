@@ -95,6 +95,7 @@ class Patient:
     body_bounds: Bounds  # in-plane extent of the skin surface (z unbounded)
     pancreas_bounds: Bounds  # conservative box around every voxel the pancreas can occupy
     diameter_mm: float  # water-equivalent-like body diameter, used for the noise level
+    spine_xy: tuple[float, float]  # in-plane centre of the vertebral bodies, where streak artefacts originate
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,15 +114,12 @@ def _intersect(a: Region, b: Region) -> Region | None:
     return None if any(s.stop <= s.start for s in out) else (out[0], out[1], out[2])
 
 
-def _local(view_region: Region, inner: Region) -> Region:
-    """``inner`` (grid indices, inside ``view_region``) as indices relative to ``view_region``."""
-    return tuple(slice(i.start - v.start, i.stop - v.start) for v, i in zip(view_region, inner))  # type: ignore[return-value]
-
-
 def _crop(array: np.ndarray, region: Region, inner: Region) -> np.ndarray:
-    """Crop a layer array (broadcastable to ``region``) to the sub-region ``inner``."""
-    local = _local(region, inner)
-    return array[tuple(slice(None) if n == 1 else s for n, s in zip(array.shape, local))]
+    """Crop a layer array (broadcastable to grid ``region``) to ``inner``, a sub-region in grid indices."""
+    index = []
+    for n, outer, sub in zip(array.shape, region, inner):
+        index.append(slice(None) if n == 1 else slice(sub.start - outer.start, sub.stop - outer.start))
+    return array[tuple(index)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,12 +165,16 @@ class TissueLayers:
         labels = np.zeros(self.grid.shape, dtype=np.uint8)
         for layer in self.layers:
             view = labels[layer.region]
-            np.copyto(view, np.uint8(ORGAN_LABELS[layer.organ]), where=np.broadcast_to(layer.occupancy >= 0.5, view.shape))
+            inside = np.broadcast_to(layer.occupancy >= 0.5, view.shape)
+            np.copyto(view, np.uint8(ORGAN_LABELS[layer.organ]), where=inside)
         return labels
 
 
 def render_patient(patient: Patient, grid: Grid) -> TissueLayers:
-    """Evaluate every structure of ``patient`` on ``grid`` (only inside its bounding box) as soft layers."""
+    """Evaluate every structure of ``patient`` on ``grid`` (only inside its bounding box) as soft layers.
+
+    A part's ``within`` restriction and texture are evaluated only on the voxels the part occupies.
+    """
     width = grid.voxel_size
     layers: list[Layer] = []
     for structure in patient.structures:
@@ -183,12 +185,23 @@ def render_patient(patient: Patient, grid: Grid) -> TissueLayers:
         sdf = structure.shape.sdf(c)
         for part in structure.parts:
             sd = sdf + np.float32(part.inset_mm) if part.inset_mm else sdf
-            if part.within is not None:
-                sd = np.maximum(sd, part.within.sdf(c))
             occ = occupancy(sd, width)
             if not occ.any():
                 continue
-            texture = part.texture(c) if part.texture is not None else None
+            texture = None
+            if part.within is not None or part.texture is not None:
+                shape = tuple(s.stop - s.start for s in region)
+                idx = np.nonzero(np.broadcast_to(occ, shape))
+                points = (c[0].ravel()[idx[0]], c[1].ravel()[idx[1]], c[2].ravel()[idx[2]])
+                if part.within is not None:
+                    values = occupancy(np.maximum(np.broadcast_to(sd, shape)[idx], part.within.sdf(points)), width)
+                    occ = np.zeros(shape, dtype=np.float32)
+                    occ[idx] = values
+                    if not values.any():
+                        continue
+                if part.texture is not None:
+                    texture = np.zeros(shape, dtype=np.float32)
+                    texture[idx] = part.texture(points)
             layers.append(Layer(part.tissue, part.organ, region, occ, texture))
     return TissueLayers(grid, tuple(layers))
 
@@ -196,8 +209,17 @@ def render_patient(patient: Patient, grid: Grid) -> TissueLayers:
 # ----------------------------------------------------------------------------------------------
 # sampling
 
-PAINT_ORDER = ("body", "bowel", "posterior", "upper_gi", "solid", "pancreas", "vessels")
-"""Paint groups, lowest priority first: deformable bowel yields to everything drawn after it."""
+PAINT_ORDER = ("body", "bowel", "posterior", "solid", "upper_gi", "pancreas", "vessels")
+"""Paint groups, lowest priority first: bowel loops yield to everything; stomach and duodenum indent the solid
+organs but yield to the pancreas they wrap around and to the vessels."""
+
+PANCREAS_POINTS = ("unc_tip", "unc", "head_low", "head", "head_up", "neck", "body", "body_tail", "tail", "tip")
+"""Names of the pancreas centreline control points, from the uncinate process to the tail tip."""
+
+
+def _anterior_of(y: float) -> HalfSpace:
+    """The half-space y' > y (anterior of a coronal plane): where gas collects in a supine patient."""
+    return HalfSpace(np.array([0.0, y, 0.0]), np.array([0.0, -1.0, 0.0]))
 
 
 def _superellipse_radius(shape: SuperEllipse, angle_deg: float) -> float:
@@ -223,7 +245,7 @@ class _Builder:
     def jitter(self, points: np.ndarray, sd: float) -> np.ndarray:
         return np.asarray(points, float) + self.rng.normal(0.0, sd, size=np.shape(points))
 
-    def noise(self, length_mm: float, waves: int = 8) -> SmoothNoise:
+    def noise(self, length_mm: float, waves: int = 16) -> SmoothNoise:
         return SmoothNoise.sample(self.rng, length_mm, waves)
 
     def planar_noise(self, length_mm: float, waves: int = 8) -> SmoothNoise:
@@ -256,7 +278,9 @@ class _Builder:
         )
         m = self.muscle_outer
         f_lat, f_ant, f_post = u(4, min(20.0, 172.0 - m.a)), u(6, 32), u(6, 20)
-        self.skin = SuperEllipse((0.0, 0.0), m.a + f_lat + 2, m.b_anterior + f_ant + 2, m.b_posterior + f_post + 2, u(2.2, 2.8))
+        self.skin = SuperEllipse(
+            (0.0, 0.0), m.a + f_lat + 2, m.b_anterior + f_ant + 2, m.b_posterior + f_post + 2, u(2.2, 2.8)
+        )
         self.sx = c.a / 120.0
         # spine frame
         self.vb_axes = (u(19, 24), u(14, 17))
@@ -277,14 +301,10 @@ class _Builder:
         self.group = "posterior"
         u, c = self.u, self.cavity
         for side in (1, -1):  # erector spinae and quadratus lumborum
-            self.add(
-                EllipticCylinder((side * u(22, 28), -c.b_posterior + u(22, 30)), (u(19, 25), u(22, 28)), side * u(-10, 10)),
-                Part("muscle", "muscle"),
-            )
-            self.add(
-                EllipticCylinder((side * u(50, 60), -c.b_posterior + u(26, 34)), (u(10, 15), u(8, 12)), side * u(20, 40)),
-                Part("muscle", "muscle"),
-            )
+            erector = (side * u(22, 28), -c.b_posterior + u(22, 30))
+            self.add(EllipticCylinder(erector, (u(19, 25), u(22, 28)), side * u(-10, 10)), Part("muscle", "muscle"))
+            quadratus = (side * u(50, 60), -c.b_posterior + u(26, 34))
+            self.add(EllipticCylinder(quadratus, (u(10, 15), u(8, 12)), side * u(20, 40)), Part("muscle", "muscle"))
         rx, ry = self.vb_axes
         period, disc = u(31, 36), u(6, 9)
         phase = u(0, period)
@@ -329,7 +349,8 @@ class _Builder:
             # psoas: small at L1, growing caudally
             radii = np.array([u(4, 6), u(8, 12), u(14, 18), u(19, 24)])
             zs = np.array([60.0, 0.0, -60.0, -130.0])
-            pts = np.stack([side * (rx + 2 + 0.8 * radii), np.full(4, self.yv - 1) + self.rng.normal(0, 2, 4), zs], axis=1)
+            ys = np.full(4, self.yv - 1) + self.rng.normal(0, 2, 4)
+            pts = np.stack([side * (rx + 2 + 0.8 * radii), ys, zs], axis=1)
             self.add(Tube.through(pts, radii, step=10.0), Part("muscle", "muscle"))
         self.add(EllipticCylinder((0.0, canal_y), (r_canal, 0.85 * r_canal)), Part("csf", "other"))
         self.ribs()
@@ -349,7 +370,8 @@ class _Builder:
                     r_in = _superellipse_radius(self.cavity, ang)
                     r_out = _superellipse_radius(self.muscle_outer, ang)
                     rr = 0.5 * (r_in + r_out)
-                    pts.append([rr * math.cos(math.radians(ang)), rr * math.sin(math.radians(ang)), z_top - (th - theta0) * drop])
+                    z = z_top - (th - theta0) * drop
+                    pts.append([rr * math.cos(math.radians(ang)), rr * math.sin(math.radians(ang)), z])
                 z_top -= u(30, 38)
                 radius = u(4, 6)
                 self.add(
@@ -366,18 +388,6 @@ class _Builder:
         self.ivc_axes = (u(10, 14), u(6, 10))
         self.ivc_xy = np.array([u(19, 27), self.y_o + u(5, 11)])
 
-    def sample_spleen(self) -> None:
-        u = self.u
-        self.spleen_axes = np.array([u(16, 22), u(42, 56), u(40, 52)])
-        beta = u(-8, 12)  # direction from the cavity centre: left, slightly posterior
-        ang = 180.0 + beta
-        boundary = _superellipse_radius(self.cavity, ang)
-        direction = np.array([math.cos(math.radians(ang)), math.sin(math.radians(ang))])
-        centre_xy = direction * (boundary - self.spleen_axes[0] - u(0, 4))
-        self.spleen_centre = np.array([centre_xy[0], centre_xy[1], u(28, 48)])
-        self.spleen_rot = rotation(yaw=beta + u(15, 32), pitch=u(-10, 10))
-        self.hilum = self.spleen_centre + self.spleen_rot @ np.array([0.8 * self.spleen_axes[0], 0.0, -0.1 * self.spleen_axes[2]])
-
     def sample_pancreas(self) -> None:
         """Centreline control points head -> tail (world mm) and radii of a random pancreas."""
         u = self.u
@@ -391,34 +401,46 @@ class _Builder:
                 [8, 49, 3, 10],  # neck, anterior to the portal confluence
                 [-20, 48, 8, 10],  # body, anterior to the SMA
                 [-46, 39, 13, 9],  # body-tail junction
+                [-68, 28, 18, 8],  # tail
+                [-84, 19, 24, 6],  # tail tip, towards the splenic hilum
             ],
             float,
         )
         shift = np.array([u(-5, 5), u(-4, 5), u(-6, 6)])
         pts = np.array([self.at(*row[:3]) for row in template]) + shift
+        pts[-2:, 2] += u(-6, 14)  # the tail rises more or less towards the splenic hilum
         pts = self.jitter(pts, 2.0)
-        head_scale, tail_scale = u(0.85, 1.15), u(0.8, 1.2)
-        radii = template[:, 3] * np.linspace(head_scale, tail_scale, len(template)) * self.rng.uniform(0.92, 1.08, len(template))
-        tip = self.hilum + np.array([u(5, 11), u(6, 13), u(-8, 0)])
-        tail = 0.5 * (pts[-1] + tip) + np.array([0.0, u(-3, 3), u(-2, 4)])
-        self.pancreas_pts = np.vstack([pts, tail, tip])
-        self.pancreas_r = np.r_[radii, u(6.5, 9) * tail_scale, u(5, 7) * tail_scale]
-        self.p = {name: i for i, name in enumerate(["unc_tip", "unc", "head_low", "head", "head_up", "neck", "body", "body_tail", "tail", "tip"])}
+        head_scale, tail_scale = u(0.8, 1.2), u(0.75, 1.2)
+        n = len(template)
+        radii = template[:, 3] * np.linspace(head_scale, tail_scale, n) * self.rng.uniform(0.92, 1.08, n)
+        self.pancreas_pts = pts
+        self.pancreas_r = radii
 
-    def P(self, name: str) -> np.ndarray:
-        return self.pancreas_pts[self.p[name]]
+    def sample_spleen(self) -> None:
+        """Spleen against the left posterolateral wall with its hilum just beyond the pancreatic tail tip."""
+        u = self.u
+        self.spleen_axes = np.array([u(16, 22), u(42, 56), u(40, 52)])
+        self.hilum = self.point("tip") + np.array([-u(5, 11), -u(4, 10), u(0, 8)])
+        self.spleen_rot = rotation(yaw=u(20, 45), pitch=u(-10, 10))  # hilum (local +x) faces anteromedially
+        centre = self.hilum - self.spleen_rot @ np.array([0.8 * self.spleen_axes[0], 0.0, -0.1 * self.spleen_axes[2]])
+        centre[0] = max(centre[0], -(self.cavity.a - self.spleen_axes[0] - 2.0))
+        self.spleen_centre = centre
 
-    def R(self, name: str) -> float:
-        return float(self.pancreas_r[self.p[name]])
+    def point(self, name: str) -> np.ndarray:
+        """World position (mm) of a named pancreas centreline control point (see ``PANCREAS_POINTS``)."""
+        return self.pancreas_pts[PANCREAS_POINTS.index(name)]
+
+    def radius(self, name: str) -> float:
+        """Radius (mm) of the pancreas at a named control point."""
+        return float(self.pancreas_r[PANCREAS_POINTS.index(name)])
 
     # organs ------------------------------------------------------------------------------------
-    def gi_tube(self, tube: Tube, organ: str, wall_tissue: str, wall_mm: float, air_level_y: float | None, content: str) -> None:
-        """Hollow viscus: wall, liquid content and air above a horizontal (supine: anterior) level."""
-        shape = Intersection((tube, self.cavity_shape))
-        parts = [Part(wall_tissue, organ), Part(content, organ, inset_mm=wall_mm)]
+    def gi_tube(self, tube: Tube, organ: str, wall_tissue: str, wall_mm: float, air_level_y: float | None) -> None:
+        """Hollow viscus inside the cavity: wall, fluid content and air anterior to ``air_level_y`` (supine patient)."""
+        parts = [Part(wall_tissue, organ), Part("fluid", organ, inset_mm=wall_mm)]
         if air_level_y is not None:
-            parts.append(Part("air", organ, inset_mm=wall_mm, within=HalfSpace(np.array([0.0, air_level_y, 0.0]), np.array([0.0, -1.0, 0.0]))))
-        self.add(shape, *parts)
+            parts.append(Part("air", organ, inset_mm=wall_mm, within=_anterior_of(air_level_y)))
+        self.add(Intersection((tube, self.cavity_shape)), *parts)
 
     def colon(self) -> None:
         self.group = "bowel"
@@ -440,12 +462,12 @@ class _Builder:
         tube = Tube.through(ctrl, radii, step=8.0)
         shape = Intersection((tube, self.cavity_shape))
         wall = u(1.8, 3.0)
-        level = Union((HalfSpace(np.array([0.0, self.y_o + u(0.3, 0.9) * d, 0.0]), np.array([0.0, -1.0, 0.0])), NoiseLevel(self.noise(4.0), u(0.6, 1.4), 3.0)))
+        gas = Union((_anterior_of(self.y_o + u(0.3, 0.9) * d), NoiseLevel(self.noise(4.0), u(0.6, 1.4), 3.0)))
         self.add(
             shape,
             Part("colon_wall", "colon"),
             Part("feces", "colon", inset_mm=wall, texture=self.noise(3.0)),
-            Part("air", "colon", inset_mm=wall, within=level),
+            Part("air", "colon", inset_mm=wall, within=gas),  # gas bubbles and anterior gas
         )
 
     def small_bowel(self) -> None:
@@ -461,7 +483,7 @@ class _Builder:
             ((-0.8 * ax, -0.4 * ax), (self.y_o + 0.0, self.y_o + 0.6 * d), (-40.0, 10.0)),
         ]
         loops = [(self.duodenum_end, regions[0])]  # the jejunum continues from the duodenojejunal flexure
-        for _ in range(int(self.rng.integers(3, 6))):
+        for _ in range(int(self.rng.integers(5, 9))):
             box = regions[int(self.rng.integers(len(regions)))]
             loops.append((np.array([u(*box[0]), u(*box[1]), u(*box[2])]), box))
         for start, box in loops:
@@ -477,21 +499,21 @@ class _Builder:
                 bounce = (nxt < lo) | (nxt > hi)
                 direction[bounce] *= -1
                 pts.append(np.clip(pts[-1] + np.where(bounce, -step, step), lo - 10, hi + 10))
-            kind = self.rng.choice(["fluid", "collapsed", "air"], p=[0.5, 0.3, 0.2])
+            kind = self.rng.choice(["fluid", "collapsed", "air"], p=[0.45, 0.4, 0.15])
             if kind == "collapsed":
                 radius, wall = u(5, 8), u(3, 5)
             else:
                 radius, wall = u(9, 14), u(1.8, 2.8)
             radii = radius * self.rng.uniform(0.85, 1.15, len(pts))
             level = float(np.max(np.asarray(pts)[:, 1])) + radius - u(3, 8) if kind == "air" else None
-            self.gi_tube(Tube.through(np.asarray(pts), radii, step=6.0), "small_bowel", "bowel_wall", wall, level, "fluid")
+            self.gi_tube(Tube.through(np.asarray(pts), radii, step=6.0), "small_bowel", "bowel_wall", wall, level)
 
     def stomach_and_duodenum(self) -> None:
         self.group = "upper_gi"
         u = self.u
-        collapsed = self.rng.random() < 0.3
-        scale, wall = (u(0.45, 0.6), u(6, 9)) if collapsed else (1.0, u(3, 5.5))
-        neck = self.P("neck")
+        empty_stomach = self.rng.random() < 0.3
+        scale, wall = (u(0.45, 0.6), u(6, 9)) if empty_stomach else (1.0, u(3, 5.5))
+        neck = self.point("neck")
         ctrl = np.array(
             [
                 self.at(-55, 5, 110),
@@ -506,46 +528,61 @@ class _Builder:
         radii = np.array([u(26, 36), u(26, 36), u(22, 32), u(16, 24), u(11, 15), 7.0]) * np.r_[[scale] * 5, 1.0]
         tube = Tube.through(ctrl, radii, step=7.0)
         level = float(np.max(ctrl[:, 1] + radii)) - u(2, 30)
-        self.gi_tube(tube, "stomach", "stomach_wall", wall, None if collapsed else level, "fluid")
-        # duodenum: bulb (D1), descending (D2) lateral to the head, horizontal (D3) between aorta and SMA, ascending (D4)
-        r_d = u(9.5, 13.5)
-        head, head_up, unc = self.P("head"), self.P("head_up"), self.P("unc")
-        x_d2 = head[0] + self.R("head") + r_d + u(-1.5, 2.0)
+        self.gi_tube(tube, "stomach", "stomach_wall", wall, None if empty_stomach else level)
+        # duodenum: bulb (D1), descending (D2) lateral to the head, horizontal (D3) between aorta and SMA,
+        # ascending (D4) left of the aorta up to the duodenojejunal flexure below the pancreatic body
+        collapsed = self.rng.random() < 0.4
+        r_d, wall_d = (u(6, 8.5), u(3, 4.5)) if collapsed else (u(9.5, 13.5), u(1.8, 3.0))
+        head, head_up, head_low, unc, body = (self.point(n) for n in ("head", "head_up", "head_low", "unc", "body"))
+
+        def lateral(name: str) -> float:  # x of the descending duodenum touching the head's lateral surface
+            return float(self.point(name)[0] + self.radius(name) + r_d + u(-2.0, 1.0))
+
         ao = self.aorta_xy
-        z_d3 = unc[2] - self.R("unc") - r_d - u(2, 6)
+        z_d3 = unc[2] - self.radius("unc") - r_d - u(2, 6)
         y_d3 = ao[1] + self.r_aorta + r_d + u(0.5, 2.5)
         ctrl = np.array(
             [
                 ctrl[-1],
-                [head_up[0] + 18, head_up[1] + 14, head_up[2] + self.R("head_up") + u(4, 9)],
-                [x_d2, head[1] + 2, head_up[2] + u(4, 8)],
-                [x_d2, head[1] - 1, head[2]],
-                [x_d2 - 2, head[1] - 3, unc[2] - 4],
-                [x_d2 - 12, 0.5 * (head[1] + y_d3), z_d3 + 4],
+                [head_up[0] + 18, head_up[1] + 14, head_up[2] + self.radius("head_up") + u(4, 9)],
+                [lateral("head_up"), head_up[1] - 2, head_up[2] + u(4, 8)],
+                [lateral("head"), head[1] - 1, head[2]],
+                [lateral("head_low"), head_low[1] - 2, head_low[2] - 6],
+                [lateral("unc") - 8, 0.5 * (head_low[1] + y_d3), z_d3 + 5],
                 [ao[0] + 12, y_d3, z_d3],
                 [ao[0] - self.r_aorta - r_d + 3, y_d3 - 2, z_d3 + 6],
                 [ao[0] - self.r_aorta - r_d - 2, ao[1] + self.r_aorta + 10, unc[2] - 8],
-                [self.P("body")[0] - 10, self.P("body")[1] - 4, self.P("body")[2] - self.R("body") - r_d - u(3, 6)],
+                [body[0] - 10, body[1] - 4, body[2] - self.radius("body") - r_d - u(3, 6)],
             ]
         )
         ctrl[1:] = self.jitter(ctrl[1:], 1.5)
-        radii = np.r_[7.0, r_d * 1.15, np.full(len(ctrl) - 2, r_d)] * np.r_[1.0, self.rng.uniform(0.9, 1.1, len(ctrl) - 1)]
-        level = float(ctrl[1, 1] + radii[1] - u(3, 10)) if self.rng.random() < 0.5 else None
-        self.gi_tube(Tube.through(ctrl, radii, step=5.0), "duodenum", "bowel_wall", u(1.8, 3.0), level, "fluid")
+        radii = np.r_[7.0, r_d * 1.15, np.full(len(ctrl) - 2, r_d)]  # pylorus, bulb, rest
+        radii[1:] *= self.rng.uniform(0.9, 1.1, len(ctrl) - 1)
+        level = float(ctrl[1, 1] + radii[1] - u(3, 10)) if self.rng.random() < 0.5 and not collapsed else None
+        self.gi_tube(Tube.through(ctrl, radii, step=5.0), "duodenum", "bowel_wall", wall_d, level)
         self.duodenum_end = ctrl[-1]
 
     def liver_and_gallbladder(self) -> None:
         self.group = "solid"
         u, c = self.u, self.cavity
         right = Ellipsoid(
-            np.array([u(0.35, 0.5) * c.a, self.y_o + u(-5, 15), u(45, 65)]),
-            np.array([u(0.62, 0.75) * c.a, u(80, 95), u(85, 100)]),
+            np.array([u(0.35, 0.5) * c.a, self.y_o + u(15, 30), u(45, 65)]),
+            np.array([u(0.62, 0.75) * c.a, u(75, 90), u(85, 100)]),
             rotation(yaw=u(-10, 10)),
         )
-        left = Ellipsoid(self.anterior(u(-25, -5), 0.72, u(50, 70)), np.array([u(50, 70), u(26, 36), u(35, 48)]), rotation(yaw=u(-15, 5)))
-        neck = self.P("neck")
-        cut = HalfSpace(np.array([neck[0] + u(5, 15), self.y_o, neck[2] + u(8, 20)]), np.array([-u(0.4, 0.7), 0.0, -1.0]))
-        liver = Perturbed(Intersection((Union((right, left)), cut, self.cavity_shape)), self.noise(25.0, 6), 3.0)
+        left_centre = self.anterior(u(-25, -5), 0.72, u(50, 70))
+        left = Ellipsoid(left_centre, np.array([u(50, 70), u(26, 36), u(35, 48)]), rotation(yaw=u(-15, 5)))
+        neck = self.point("neck")
+        # curved medial-inferior boundary: the right lobe ends lateral to the duodenum and pancreatic head
+        keep = Perturbed(
+            Ellipsoid(
+                np.array([neck[0] + u(90, 110), self.y_o + u(10, 30), neck[2] + u(100, 120)]),
+                np.array([u(110, 130), u(95, 115), u(150, 170)]),
+            ),
+            self.noise(30.0, 6),
+            6.0,
+        )
+        liver = Perturbed(Intersection((Union((right, left)), keep, self.cavity_shape)), self.noise(25.0, 6), 3.0)
         self.add(liver, Part("liver", "liver", texture=self.noise(6.0, 6)))
         if self.rng.random() < 0.85:
             gb = Ellipsoid(
@@ -553,15 +590,17 @@ class _Builder:
                 np.array([u(11, 17), u(11, 17), u(26, 38)]),
                 rotation(yaw=u(-20, 20), roll=u(20, 40)),
             )
-            self.add(Intersection((gb, self.cavity_shape)), Part("soft_tissue", "gallbladder"), Part("bile", "gallbladder", inset_mm=1.5))
+            wall, bile = Part("soft_tissue", "gallbladder"), Part("bile", "gallbladder", inset_mm=1.5)
+            self.add(Intersection((gb, self.cavity_shape)), wall, bile)
 
     def spleen(self) -> None:
         self.group = "solid"
         a = self.spleen_axes
         base = Ellipsoid(self.spleen_centre, a, self.spleen_rot)
-        notch = Ellipsoid(self.spleen_centre + self.spleen_rot @ np.array([1.25 * a[0], 0, 0]), a * np.array([0.55, 0.35, 0.45]), self.spleen_rot)
+        notch_centre = self.spleen_centre + self.spleen_rot @ np.array([1.25 * a[0], 0, 0])  # hilar concavity
+        notch = Ellipsoid(notch_centre, a * np.array([0.55, 0.35, 0.45]), self.spleen_rot)
         shape = Perturbed(Intersection((Difference(base, notch), self.cavity_shape)), self.noise(20.0, 6), 2.0)
-        self.add(shape, Part("spleen", "spleen", texture=self.noise(5.0, 6)))
+        self.add(shape, Part("spleen", "spleen", texture=self.noise(5.0)))
 
     def kidneys(self) -> None:
         self.group = "solid"
@@ -570,19 +609,22 @@ class _Builder:
         self.kidney_hila: dict[str, np.ndarray] = {}
         self.kidney_top: dict[str, float] = {}
         for side, organ, z0 in ((1, "kidney_right", u(-38, -18)), (-1, "kidney_left", u(-22, -2))):
-            medial = -side
+            medial = -side  # sign of x towards the midline
             axes = np.array([u(23, 28), u(20, 25), u(46, 56)])
             centre = np.array([side * (rx + u(44, 54)), self.yv + u(-10, -2), z0])
-            rot = rotation(yaw=medial * u(22, 38), pitch=medial * u(8, 18))
-            kidney = Perturbed(Ellipsoid(centre, axes, rot), self.noise(20.0, 6), 1.2)
+            rot = rotation(yaw=medial * u(22, 38), pitch=medial * u(8, 18))  # hilum anteromedial, upper pole medial
             pyramids = NoiseLevel(self.noise(5.0), u(-0.4, 0.1), 3.0)
-            self.add(kidney, Part("kidney_cortex", organ), Part("kidney_medulla", organ, inset_mm=u(5, 7), within=pyramids))
-            hilum = centre + rot @ np.array([medial * 0.75 * axes[0], 0.0, 0.0])
-            self.kidney_hila[organ] = hilum
-            sinus = Ellipsoid(centre + rot @ np.array([medial * 0.6 * axes[0], 0.0, 0.0]), axes * np.array([0.5, 0.42, 0.5]), rot)
+            self.add(
+                Perturbed(Ellipsoid(centre, axes, rot), self.noise(20.0, 6), 1.2),
+                Part("fat", "fat", inset_mm=-u(2, 4)),  # perirenal fat keeps neighbours off the capsule
+                Part("kidney_cortex", organ),
+                Part("kidney_medulla", organ, inset_mm=u(5, 7), within=pyramids),
+            )
+            sinus = Ellipsoid(centre + rot @ np.array([medial * 0.6 * axes[0], 0, 0]), axes * [0.5, 0.42, 0.5], rot)
             self.add(sinus, Part("fat", "fat"))
-            pelvis = Ellipsoid(centre + rot @ np.array([medial * 0.65 * axes[0], 0.0, -0.1 * axes[2]]), axes * np.array([0.3, 0.2, 0.25]), rot)
+            pelvis = Ellipsoid(centre + rot @ (axes * [medial * 0.65, 0, -0.1]), axes * [0.3, 0.2, 0.25], rot)
             self.add(pelvis, Part("urine", "other"))
+            self.kidney_hila[organ] = centre + rot @ np.array([medial * 0.75 * axes[0], 0, 0])
             self.kidney_top[organ] = z0 + axes[2]
 
     def adrenals_and_crura(self) -> None:
@@ -591,66 +633,77 @@ class _Builder:
         ao, r = self.aorta_xy, self.r_aorta
         for side in (1, -1):  # diaphragmatic crura alongside the aorta
             x0 = ao[0] + side * (r + u(3, 5))
-            pts = np.array([[x0, ao[1] + 4, 110], [x0 + side * 1, ao[1] - 2, 20], [side * 0.6 * self.vb_axes[0], self.y_o, -40]])
-            self.add(Tube.through(self.jitter(pts, 1.0), np.array([4.5, 4.0, 3.0]) * u(0.8, 1.2), step=8.0), Part("muscle", "muscle"))
-        left_top = self.kidney_top["kidney_left"]
-        apex = np.array([ao[0] - r - u(8, 13), self.y_o + u(0, 6), left_top - u(0, 10)])
-        right_apex = np.array([self.ivc_xy[0] + u(2, 8), self.ivc_xy[1] - self.ivc_axes[1] - u(4, 8), self.kidney_top["kidney_right"] - u(-5, 5)])
-        for apex_pt, side in ((apex, -1), (right_apex, 1)):
-            for limb in (np.array([side * u(4, 10), -u(14, 22), -u(4, 10)]), np.array([side * u(10, 18), -u(6, 12), u(-14, -6)])):
-                pts = np.array([apex_pt, apex_pt + 0.5 * limb + self.rng.normal(0, 1.5, 3), apex_pt + limb])
-                self.add(Tube.through(pts, np.array([2.8, 2.5, 1.8]), step=4.0, pad=4.0), Part("adrenal", "other"))
+            pts = [[x0, ao[1] + 4, 110], [x0 + side, ao[1] - 2, 20], [side * 0.6 * self.vb_axes[0], self.y_o, -40]]
+            self.vessel(self.jitter(pts, 1.0), np.array([4.5, 4.0, 3.0]) * u(0.8, 1.2), "muscle", "muscle")
+        right_top = self.kidney_top["kidney_right"]
+        apexes = (  # left: lateral to the aorta behind the pancreas body; right: behind the IVC
+            (-1, np.array([ao[0] - r - u(8, 13), self.y_o + u(0, 6), self.kidney_top["kidney_left"] - u(0, 10)])),
+            (1, np.array([self.ivc_xy[0] + u(2, 8), self.ivc_xy[1] - self.ivc_axes[1] - u(4, 8), right_top])),
+        )
+        for side, apex in apexes:  # two thin limbs each (lambda shape)
+            for limb in ([side * u(4, 10), -u(14, 22), -u(4, 10)], [side * u(10, 18), -u(6, 12), u(-14, -6)]):
+                pts = [apex, apex + 0.5 * np.array(limb) + self.rng.normal(0, 1.5, 3), apex + limb]
+                self.vessel(pts, [2.8, 2.5, 1.8], "adrenal", "other", step=4.0)
 
     def pancreas(self) -> None:
         self.group = "pancreas"
         u = self.u
         tube = Tube.through(self.pancreas_pts, self.pancreas_r, step=4.0)
         lobulation = u(0.8, 2.6)
-        shape = Perturbed(Perturbed(tube, self.noise(6.0), lobulation), self.noise(2.5, 6), 0.6 * lobulation)
+        shape = Perturbed(Perturbed(tube, self.noise(6.0, 8), lobulation), self.noise(2.5, 8), 0.6 * lobulation)
         fat_fraction = float(self.rng.beta(1.3, 9.0)) * 0.4  # mostly a few %, sometimes fatty (up to ~30%)
         parts = [Part("pancreas", "pancreas", texture=self.noise(2.5))]
         if fat_fraction > 0.01:
-            lobules = NoiseLevel(self.noise(u(1.6, 2.6)), float(ndtri(1.0 - fat_fraction)), 2.5)
+            lobules = NoiseLevel(self.noise(u(1.8, 3.0)), float(ndtri(1.0 - fat_fraction)), 1.0)
             parts.append(Part("fat", "pancreas", within=lobules))
         self.add(shape, *parts)
         self.pancreas_bounds = shape.bounds
-        # main pancreatic duct: tail -> head -> papilla on the medial wall of D2
-        dilated = self.rng.random() < 0.15
-        r_duct = u(2.2, 3.5) if dilated else u(0.8, 1.4)
-        order = ["tip", "tail", "body_tail", "body", "neck", "head_up", "head"]
-        pts = np.array([self.P(n) for n in order])
-        self.papilla = self.P("head") + np.array([self.R("head") + 2, -3.0, -u(6, 12)])
-        pts = np.vstack([pts, self.papilla])
-        self.add(Tube.through(pts, np.full(len(pts), r_duct), step=4.0, pad=4.0), Part("fluid", "pancreas"))
+        # main pancreatic duct: tail -> head -> papilla on the medial wall of D2 (dilated in some patients)
+        r_duct = u(2.2, 3.5) if self.rng.random() < 0.15 else u(0.8, 1.4)
+        papilla = self.point("head") + np.array([self.radius("head") + 2, -3.0, -u(6, 12)])
+        duct = [self.point(n) for n in ("tip", "tail", "body_tail", "body", "neck", "head_up", "head")] + [papilla]
+        self.vessel(duct, np.full(len(duct), r_duct), "fluid", "pancreas", step=4.0)
         # common bile duct: porta hepatis -> posterior head -> papilla
-        head_up, head = self.P("head_up"), self.P("head")
-        cbd = np.array(
-            [
-                [head_up[0] + 14, head_up[1] - 6, head_up[2] + 45],
-                [head_up[0] + 8, head_up[1] - self.R("head_up") * 0.45, head_up[2] + 10],
-                [head[0] + 5, head[1] - self.R("head") * 0.5, head[2]],
-                self.papilla,
-            ]
-        )
-        r_cbd = u(2.5, 4.5)
-        self.add(Tube.through(self.jitter(cbd, 1.0), np.full(4, r_cbd), step=4.0, pad=4.0), Part("bile", "other"))
+        head_up, head = self.point("head_up"), self.point("head")
+        cbd = [
+            head_up + [14, -6, 45],
+            head_up + [8, -0.45 * self.radius("head_up"), 10],
+            head + [5, -0.5 * self.radius("head"), 0],
+            papilla,
+        ]
+        self.vessel(self.jitter(cbd, 1.0), np.full(4, u(2.5, 4.5)), "bile", "other", step=4.0)
 
     # vessels -----------------------------------------------------------------------------------
-    def vessels(self) -> None:
-        self.group = "vessels"
+    def vessel(
+        self,
+        points: np.ndarray | list,
+        radii: np.ndarray | list,
+        tissue: str,
+        organ: str,
+        step: float = 5.0,
+        pad: float = 4.0,
+        in_cavity: bool = False,
+    ) -> None:
+        """A tube through ``points`` (mm) with ``radii`` (mm), optionally clipped to the abdominal cavity."""
+        tube: Shape = Tube.through(np.asarray(points, float), np.asarray(radii, float), step=step, pad=pad)
+        if in_cavity:
+            tube = Intersection((tube, self.cavity_shape))
+        self.add(tube, Part(tissue, organ))
+
+    def sample_mesenteric_trunks(self) -> None:
+        """Portal confluence behind the neck; SMV descending to its right, SMA to its left, both into the mesentery."""
         u = self.u
         ao, r_ao = self.aorta_xy, self.r_aorta
-        neck, body = self.P("neck"), self.P("body")
-        r_smv, r_sv, r_pv = u(4.5, 6.5), u(3.5, 5.5), u(6, 8)
-        conf = neck + np.array([u(-3, 1), -(self.R("neck") + r_smv - u(2, 4)), -u(2, 5)])
-        sma_x = conf[0] - u(10, 14)
-        # superior mesenteric vein and artery descending into the mesentery
+        self.r_smv, self.r_sv, self.r_pv = u(4.5, 6.5), u(3.5, 5.5), u(6, 8)
+        conf = self.point("neck") + np.array([u(-3, 1), -(self.radius("neck") + self.r_smv - u(2, 4)), -u(2, 5)])
+        self.confluence = conf
         smv = np.array([conf, conf + [1, 4, -20], conf + [2, 12, -50], conf + [3, 22, -90], conf + [4, 30, -140]])
         smv[1:] = self.jitter(smv[1:], 2.0)
-        y_sma0 = ao[1] + r_ao + u(3, 6)
-        sma = np.array(
+        self.smv = smv
+        sma_x, y_sma0 = conf[0] - u(10, 14), ao[1] + r_ao + u(3, 6)
+        self.sma = np.array(
             [
-                [ao[0] + 1, ao[1] + r_ao - 3, conf[2] + u(8, 14)],
+                [ao[0] + 1, ao[1] + r_ao - 3, conf[2] + u(8, 14)],  # origin inside the aortic lumen
                 [sma_x, y_sma0, conf[2] + 2],
                 [sma_x, y_sma0 + 4, conf[2] - 12],
                 [sma_x + 1, smv[2, 1] - 2, conf[2] - 50],
@@ -658,80 +711,117 @@ class _Builder:
                 [sma_x + 3, smv[4, 1] - 2, conf[2] - 140],
             ]
         )
-        r_sma = u(3, 4.5)
-        # mesenteric branches fanning from the SMA/SMV into the mesentery
+        self.portal = self.jitter([conf, conf + [14, -1, 14], conf + [30, -4, 30], conf + [45, -5, 46]], [0, 1.5, 1.5])
+
+    def mesenteric_branches(self) -> None:
+        """Small jejunal/ileal branches of the SMA and SMV fanning into the mesenteric fat."""
+        u = self.u
         for _ in range(int(self.rng.integers(6, 12))):
             venous = self.rng.random() < 0.5
-            trunk = smv if venous else sma
+            trunk = self.smv if venous else self.sma
             k = int(self.rng.integers(2, 5))
             start = trunk[k - 1] + (trunk[k] - trunk[k - 1]) * u(0, 1)
             side = 1 if self.rng.random() < 0.35 else -1
             end = start + np.array([side * u(25, 70), u(0, 35), u(-40, 0)])
             mid = 0.5 * (start + end) + self.rng.normal(0, 6, 3)
-            radii = np.array([u(1.8, 2.8), 1.6, 1.1])
-            self.add(
-                Intersection((Tube.through(np.array([start, mid, end]), radii, step=6.0, pad=4.0), self.cavity_shape)),
-                Part("portal_vein" if venous else "artery", "other_vessel"),
-            )
-        # portal vein to the hilum and its intrahepatic branches
-        pv = np.array([conf, conf + [14, -1, 14], conf + [30, -4, 30], conf + [45, -5, 46]])
-        pv = self.jitter(pv, [0, 1.5, 1.5])
+            tissue = "portal_vein" if venous else "artery"
+            self.vessel([start, mid, end], [u(1.8, 2.8), 1.6, 1.1], tissue, "other_vessel", step=6.0, in_cavity=True)
+
+    def hepatic_vessels(self) -> None:
+        """Intrahepatic portal branches and the hepatic veins converging on the IVC above the pancreas."""
+        u = self.u
+        hilum = self.portal[-1]
         for _ in range(int(self.rng.integers(3, 6))):
-            tip = pv[-1] + np.array([u(5, 60), u(-30, 40), u(0, 40)])
-            branch = np.array([pv[-1], 0.5 * (pv[-1] + tip) + self.rng.normal(0, 5, 3), tip])
-            self.add(Tube.through(branch, np.array([0.7 * r_pv, 3.0, 1.8]), step=6.0, pad=4.0), Part("portal_vein", "portal_splenic_vein"))
-        # hepatic veins converging on the intrahepatic IVC (above the pancreas)
+            tip = hilum + np.array([u(5, 60), u(-30, 40), u(0, 40)])
+            branch = [hilum, 0.5 * (hilum + tip) + self.rng.normal(0, 5, 3), tip]
+            self.vessel(branch, [0.7 * self.r_pv, 3.0, 1.8], "portal_vein", "portal_splenic_vein", step=6.0)
         ivc_top = np.array([self.ivc_xy[0], self.ivc_xy[1] + 4, u(70, 85)])
         for angle in (u(10, 40), u(70, 110), u(140, 170)):
             direction = np.array([math.cos(math.radians(angle)), math.sin(math.radians(angle)), -u(0.3, 0.8)])
             tip = ivc_top + direction * u(55, 80)
-            self.add(Tube.through(np.array([ivc_top, 0.5 * (ivc_top + tip), tip]), np.array([5.0, 3.5, 2.0]), step=6.0, pad=4.0), Part("hepatic_vein", "other_vessel"))
-        # renal veins (the left one crossing between aorta and SMA) and renal arteries
-        z_lrv = conf[2] - u(6, 12)
+            vein = [ivc_top, 0.5 * (ivc_top + tip), tip]
+            self.vessel(vein, [5.0, 3.5, 2.0], "hepatic_vein", "other_vessel", step=6.0)
+
+    def renal_vessels(self) -> None:
+        """Renal veins (the left one crossing between the aorta and the SMA) and renal arteries."""
+        u = self.u
+        ao, r_ao, ivc = self.aorta_xy, self.r_aorta, self.ivc_xy
+        z_lrv = self.confluence[2] - u(6, 12)
         lk, rk = self.kidney_hila["kidney_left"], self.kidney_hila["kidney_right"]
         r_lrv = u(3.5, 5)
-        lrv = np.array([lk, [ao[0] - r_ao - 6, ao[1] + 2, z_lrv + 2], [ao[0], ao[1] + r_ao + r_lrv - 2, z_lrv], [self.ivc_xy[0] - 4, self.ivc_xy[1], z_lrv + 4]])
-        self.add(Tube.through(self.jitter(lrv, [0.5, 0.5, 1.5]), np.array([r_lrv, r_lrv, r_lrv * 0.8, r_lrv]), step=5.0), Part("renal_vein", "other_vessel"))
-        rrv = np.array([rk, 0.5 * (rk + [self.ivc_xy[0], self.ivc_xy[1], rk[2] + 10]), [self.ivc_xy[0], self.ivc_xy[1], rk[2] + 12]])
-        self.add(Tube.through(rrv, np.full(3, u(3.5, 5)), step=5.0), Part("renal_vein", "other_vessel"))
-        for hil, side in ((lk, -1), (rk, 1)):
+        lrv = [
+            lk,
+            [ao[0] - r_ao - 6, ao[1] + 2, z_lrv + 2],
+            [ao[0], ao[1] + r_ao + r_lrv - 2, z_lrv],  # squeezed between the aorta and the SMA
+            [ivc[0] - 4, ivc[1], z_lrv + 4],
+        ]
+        radii = np.array([1, 1, 0.8, 1]) * r_lrv
+        self.vessel(self.jitter(lrv, [0.5, 0.5, 1.5]), radii, "renal_vein", "other_vessel", pad=8.0)
+        rrv = [rk, 0.5 * (rk + [ivc[0], ivc[1], rk[2] + 10]), [ivc[0], ivc[1], rk[2] + 12]]
+        self.vessel(rrv, np.full(3, u(3.5, 5)), "renal_vein", "other_vessel", pad=8.0)
+        for hilum, side in ((lk, -1), (rk, 1)):
             origin = np.array([ao[0] + side * (r_ao - 2), ao[1] - 3, z_lrv + u(-2, 6)])
-            mid = np.array([0.5 * (origin[0] + hil[0]), min(origin[1], hil[1]) - 6, 0.5 * (origin[2] + hil[2])])
-            self.add(Tube.through(np.array([origin, mid, hil]), np.array([3.0, 2.6, 2.2]), step=5.0, pad=4.0), Part("artery", "other_vessel"))
-        # coeliac trunk, tortuous splenic artery along the superior border, common hepatic artery
-        coeliac = np.array([ao[0] + 1, ao[1] + r_ao + u(6, 10), sma[0, 2] + u(10, 16)])
-        names = ["neck", "body", "body_tail", "tail", "tip"]
-        sa = [np.array([ao[0] + 1, ao[1] + r_ao - 3, coeliac[2] - 3]), coeliac]
+            mid = [0.5 * (origin[0] + hilum[0]), min(origin[1], hilum[1]) - 6, 0.5 * (origin[2] + hilum[2])]
+            self.vessel([origin, mid, hilum], [3.0, 2.6, 2.2], "artery", "other_vessel")
+
+    def visceral_arteries(self) -> None:
+        """Coeliac trunk, tortuous splenic artery along the superior pancreatic border, common hepatic artery, SMA."""
+        u = self.u
+        ao, r_ao = self.aorta_xy, self.r_aorta
+        coeliac = np.array([ao[0] + 1, ao[1] + r_ao + u(6, 10), self.sma[0, 2] + u(10, 16)])
+        splenic = [np.array([ao[0] + 1, ao[1] + r_ao - 3, coeliac[2] - 3]), coeliac]
         amp, wavelength, phase = u(2, 6), u(18, 30), u(0, 2 * math.pi)
-        for name in names[1:]:
-            p = self.P(name)
+        for name in ("body", "body_tail", "tail", "tip"):
+            p, r = self.point(name), self.radius(name)
             wiggle = amp * math.sin(2 * math.pi * p[0] / wavelength + phase)
-            sa.append(p + np.array([0.0, -0.35 * self.R(name) + wiggle, self.R(name) + u(1, 3) + 0.5 * wiggle]))
-        sa.append(self.hilum + np.array([0.0, 0.0, 4.0]))
-        self.add(Tube.through(np.array(sa), np.full(len(sa), u(2, 3)), step=4.0, pad=4.0), Part("artery", "other_vessel"))
-        cha = np.array([coeliac, coeliac + [18, 2, 2], [self.P("head_up")[0] + 10, self.P("head_up")[1] - 2, self.P("head_up")[2] + self.R("head_up") + 6], pv[-1] + [-4, 6, 8]])
-        self.add(Tube.through(self.jitter(cha, [0, 1, 1]), np.full(4, u(2, 3)), step=4.0, pad=4.0), Part("artery", "other_vessel"))
-        self.add(Tube.through(sma, np.full(len(sma), r_sma) * np.r_[1.2, np.ones(len(sma) - 1)], step=5.0), Part("artery", "other_vessel"))
-        # splenic vein along the posterior border of body and tail, joining the SMV at the confluence
-        sv = [conf]
-        for name in names[1:]:
-            p = self.P(name)
-            sv.append(p - np.array([0.0, self.R(name) + r_sv - u(1.5, 3.5), 0.15 * self.R(name)]))
-        sv.append(self.hilum)
-        self.add(Tube.through(np.array(sv), np.full(len(sv), r_sv), step=4.0), Part("portal_vein", "portal_splenic_vein"))
-        self.add(Tube.through(smv, np.full(len(smv), r_smv), step=5.0), Part("portal_vein", "portal_splenic_vein"))
-        self.add(Tube.through(pv, np.r_[r_smv, np.full(3, r_pv)], step=5.0), Part("portal_vein", "portal_splenic_vein"))
-        # inferior vena cava and aorta (with optional wall calcifications)
-        ivc = EllipticCylinder(tuple(self.ivc_xy), self.ivc_axes, u(-10, 10))
-        self.add(ivc, Part("ivc", "inferior_vena_cava"))
+            splenic.append(p + np.array([0.0, -0.35 * r + wiggle, r + u(1, 3) + 0.5 * wiggle]))
+        splenic.append(self.hilum + [0.0, 0.0, 4.0])
+        self.vessel(splenic, np.full(len(splenic), u(2, 3)), "artery", "other_vessel", step=4.0)
+        head_up = self.point("head_up")
+        above_head = head_up + [10, -2, self.radius("head_up") + 6]
+        hepatic = [coeliac, coeliac + [18, 2, 2], above_head, self.portal[-1] + [-4, 6, 8]]
+        self.vessel(self.jitter(hepatic, [0, 1, 1]), np.full(4, u(2, 3)), "artery", "other_vessel", step=4.0)
+        r_sma = np.full(len(self.sma), u(3, 4.5))
+        r_sma[0] *= 1.2
+        self.vessel(self.sma, r_sma, "artery", "other_vessel", pad=8.0)
+
+    def portal_system(self) -> None:
+        """Splenic vein along the posterior border of body and tail, SMV and portal vein to the liver hilum."""
+        u = self.u
+        splenic = [self.confluence]
+        for name in ("body", "body_tail", "tail", "tip"):
+            r = self.radius(name)
+            splenic.append(self.point(name) - np.array([0.0, r + self.r_sv - u(1.5, 3.5), 0.15 * r]))
+        splenic.append(self.hilum)
+        self.vessel(splenic, np.full(len(splenic), self.r_sv), "portal_vein", "portal_splenic_vein", step=4.0, pad=8.0)
+        self.vessel(self.smv, np.full(len(self.smv), self.r_smv), "portal_vein", "portal_splenic_vein", pad=8.0)
+        radii = np.r_[self.r_smv, np.full(3, self.r_pv)]
+        self.vessel(self.portal, radii, "portal_vein", "portal_splenic_vein", pad=8.0)
+
+    def great_vessels(self) -> None:
+        """Inferior vena cava and aorta (with wall calcifications in some patients)."""
+        u = self.u
+        ao, r_ao = self.aorta_xy, self.r_aorta
+        self.add(EllipticCylinder(tuple(self.ivc_xy), self.ivc_axes, u(-10, 10)), Part("ivc", "inferior_vena_cava"))
         drift = self.rng.normal(0, 2.5, (3, 2))
-        aorta_pts = np.array([[ao[0] + drift[i, 0], ao[1] + drift[i, 1], z] for i, z in enumerate((150.0, 0.0, -150.0))])
-        self.add(Tube.through(aorta_pts, np.full(3, r_ao), step=30.0), Part("artery", "aorta"))
+        aorta = [[ao[0] + drift[i, 0], ao[1] + drift[i, 1], z] for i, z in enumerate((150.0, 0.0, -150.0))]
+        self.vessel(aorta, np.full(3, r_ao), "artery", "aorta", step=30.0, pad=8.0)
         if self.rng.random() < 0.45:
             for _ in range(int(self.rng.integers(2, 9))):
                 ang, z = u(0, 2 * math.pi), u(-70, 70)
                 centre = np.array([ao[0] + r_ao * math.cos(ang), ao[1] + r_ao * math.sin(ang), z])
-                self.add(Ellipsoid(centre, np.array([u(1.2, 2.5), u(1.2, 2.5), u(2, 6)])), Part("calcification", "aorta"))
+                plaque = Ellipsoid(centre, np.array([u(1.2, 2.5), u(1.2, 2.5), u(2, 6)]))
+                self.add(plaque, Part("calcification", "aorta"))
+
+    def vessels(self) -> None:
+        self.group = "vessels"
+        self.sample_mesenteric_trunks()
+        self.mesenteric_branches()
+        self.hepatic_vessels()
+        self.renal_vessels()
+        self.visceral_arteries()
+        self.portal_system()
+        self.great_vessels()
 
 
 def sample_patient(rng: np.random.Generator) -> Patient:
@@ -739,8 +829,8 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     b = _Builder(rng)
     b.sample_body()
     b.sample_vessel_trunks()
-    b.sample_spleen()
     b.sample_pancreas()
+    b.sample_spleen()
     b.body_wall()
     b.stomach_and_duodenum()  # before the bowel: the jejunum starts at the duodenojejunal flexure
     b.small_bowel()
@@ -757,4 +847,4 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     body_hi = np.array([skin.a + 4, skin.b_anterior + 4, np.inf])
     diameter = 2.0 * math.sqrt(skin.a * 0.5 * (skin.b_anterior + skin.b_posterior))
     structures = tuple(s for name in PAINT_ORDER for s in b.groups[name])
-    return Patient(structures, (body_lo, body_hi), b.pancreas_bounds, diameter)
+    return Patient(structures, (body_lo, body_hi), b.pancreas_bounds, diameter, (0.0, b.yv))

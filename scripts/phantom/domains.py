@@ -21,16 +21,22 @@ Kernel = Literal["smooth", "sharp"]
 
 @dataclass(frozen=True)
 class AcquisitionDomain:
-    """How a phantom patient is scanned and stored.
+    """How a phantom patient is scanned and stored (lengths in mm, intensities in Hounsfield units).
 
-    Lengths in mm, intensities in Hounsfield units. ``spacing`` is (x, y, z) of the written array
-    in patient order (left-right, antero-posterior, cranio-caudal); ``slice_thickness`` is the
-    FWHM of the Gaussian slice sensitivity profile along z; ``noise_std`` the image noise standard
-    deviation in water for a 300 mm patient; ``bias_hu`` the peak amplitude of a smooth additive
-    low-frequency field; ``fov_mm`` the in-plane reconstruction field of view (x, y), which may cut
-    through a large patient; ``z_extent_mm`` the range of the random cranio-caudal coverage
-    (always containing the whole pancreas); ``orientation`` the nibabel axis codes of the stored
-    array (first letter: direction of increasing first index, e.g. "RAS" or "LPS").
+    - ``phase``: contrast phase, one of ``PHASES``; ``kvp``: tube voltage (lower kVp raises iodine
+      and bone attenuation and makes fat more negative).
+    - ``spacing``: (x, y, z) voxel size of the stored array in patient order (left-right,
+      antero-posterior, cranio-caudal); ``slice_thickness``: FWHM of the Gaussian slice profile.
+    - ``kernel``: "smooth" (low-pass, blotchy noise) or "sharp" (edge enhancement, fine noise);
+      ``noise_std``: noise standard deviation in soft tissue of a 300 mm wide patient;
+      ``streak_hu``: amplitude of photon-starvation streaks (0: none).
+    - ``hu_offset``: scanner calibration offset at water; ``bias_hu``: peak amplitude of a smooth
+      low-frequency field; both scale with attenuation relative to air, so air stays at -1000.
+    - ``fov_mm``: in-plane reconstruction field of view (x, y), which may cut through a large
+      patient; ``z_extent_mm``: (min, max) of the random cranio-caudal coverage, which always
+      contains the whole pancreas.
+    - ``orientation``: nibabel axis codes of the stored array (the letter a first-axis index
+      increases towards), e.g. "RAS" or "LPS" as in DICOM-converted data.
     """
 
     name: str
@@ -42,6 +48,8 @@ class AcquisitionDomain:
     noise_std: float
     hu_offset: float = 0.0
     bias_hu: float = 0.0
+    kvp: float = 120.0
+    streak_hu: float = 0.0
     fov_mm: tuple[float, float] = (360.0, 300.0)
     z_extent_mm: tuple[float, float] = (130.0, 150.0)
     orientation: str = "RAS"
@@ -53,8 +61,10 @@ class AcquisitionDomain:
             raise ValueError(f"domain {self.name!r}: kernel must be one of {KERNELS}, got {self.kernel!r}")
         if len(self.orientation) != 3 or any(ch not in pair for ch, pair in zip(self.orientation, _AXIS_LETTERS)):
             raise ValueError(f"domain {self.name!r}: orientation must be one of [RL][AP][SI], got {self.orientation!r}")
-        if min(self.spacing) <= 0 or self.slice_thickness <= 0 or self.noise_std < 0:
-            raise ValueError(f"domain {self.name!r}: spacing and slice thickness must be positive, noise non-negative")
+        if min(self.spacing) <= 0 or self.slice_thickness <= 0 or min(self.noise_std, self.bias_hu, self.streak_hu) < 0:
+            raise ValueError(f"domain {self.name!r}: spacing and thickness must be positive, noise/bias/streaks >= 0")
+        if not 70.0 <= self.kvp <= 140.0:
+            raise ValueError(f"domain {self.name!r}: kvp must be in [70, 140], got {self.kvp}")
         if self.z_extent_mm[0] > self.z_extent_mm[1]:
             raise ValueError(f"domain {self.name!r}: z_extent_mm must be (min, max)")
 
@@ -80,7 +90,8 @@ DOMAINS: dict[str, AcquisitionDomain] = {
         ),
         AcquisitionDomain(
             name="target_arterial",
-            description="pancreatic (late arterial) phase, thin 1 mm slices, sharp kernel, scanner offset",
+            description="pancreatic (late arterial) phase, low-kV (80 kVp) protocol, thin 1 mm slices, sharp kernel, "
+            "scanner offset",
             phase="pancreatic_arterial",
             spacing=(1.5, 1.5, 1.0),
             slice_thickness=1.25,
@@ -88,6 +99,7 @@ DOMAINS: dict[str, AcquisitionDomain] = {
             noise_std=28.0,
             hu_offset=20.0,
             bias_hu=15.0,
+            kvp=80.0,
             fov_mm=(345.0, 300.0),
             z_extent_mm=(120.0, 140.0),
             orientation="RAS",
@@ -108,14 +120,17 @@ DOMAINS: dict[str, AcquisitionDomain] = {
         ),
         AcquisitionDomain(
             name="target_lowdose",
-            description="portal-venous low-dose scan, sharp kernel, offset and bias field, cropped FOV, LPS storage",
+            description="portal-venous low-dose scan at 100 kVp: strong noise and streaks, sharp kernel, offset and "
+            "bias field, cropped FOV, LPS storage",
             phase="portal_venous",
             spacing=(1.25, 1.25, 3.0),
             slice_thickness=3.0,
             kernel="sharp",
-            noise_std=48.0,
+            noise_std=50.0,
             hu_offset=40.0,
             bias_hu=60.0,
+            kvp=100.0,
+            streak_hu=80.0,
             fov_mm=(300.0, 300.0),
             z_extent_mm=(120.0, 160.0),
             orientation="LPS",

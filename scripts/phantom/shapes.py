@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.interpolate import CubicSpline
@@ -23,7 +23,8 @@ Region = tuple[slice, slice, slice]
 """Index box of a grid, one slice per array axis."""
 
 Coords = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""World mm coordinates of a region: x (n0,1,1), y (1,n1,1), z (1,1,n2), float32."""
+"""World mm coordinates, float32: broadcastable x (n0,1,1), y (1,n1,1), z (1,1,n2) of a region, or three
+equally long 1-D arrays of scattered points (accepted by the point-wise shapes and by ``SmoothNoise``)."""
 
 Bounds = tuple[np.ndarray, np.ndarray]
 """Axis-aligned world box (lo, hi), each a float64 array of shape (3,) in mm; may hold +-inf."""
@@ -133,7 +134,7 @@ class Ellipsoid(Shape):
 
     centre: np.ndarray
     semi_axes: np.ndarray
-    orientation: np.ndarray = np.eye(3)
+    orientation: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     @property
     def bounds(self) -> Bounds:
@@ -251,10 +252,8 @@ class HalfSpace(Shape):
         return _INF_BOUNDS
 
     def sdf(self, c: Coords) -> np.ndarray:
-        n, p = self.normal, self.point
-        return (np.float32(n[0]) * (c[0] - np.float32(p[0])) + np.float32(n[1]) * (c[1] - np.float32(p[1]))) + np.float32(
-            n[2]
-        ) * (c[2] - np.float32(p[2]))
+        n, p = self.normal.astype(np.float32), self.point
+        return (n[0] * (c[0] - np.float32(p[0])) + n[1] * (c[1] - np.float32(p[1]))) + n[2] * (c[2] - np.float32(p[2]))
 
 
 @dataclass(frozen=True, eq=False)
