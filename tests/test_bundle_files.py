@@ -10,6 +10,7 @@ import sys
 import jsonschema
 import pytest
 import torch
+import yaml
 from monai.bundle import ConfigParser
 
 from tests.bundle_cli import BUNDLE_ROOT
@@ -104,8 +105,9 @@ def test_ablation_configs_change_only_the_ssl_weights(override, expected):
 
 
 def test_evaluate_overrides_train_instead_of_copying_it():
-    evaluate = _config("evaluate.yaml")
-    assert "network_def" not in evaluate.get() and "train" not in evaluate.get()
+    evaluate = yaml.safe_load((CONFIGS / "evaluate.yaml").read_text())
+    assert not {"network_def", "train", "validate", "optimizer", "loss"} & set(evaluate)
+    assert all(key.startswith("validate#") for key in evaluate if "#" in key)
 
 
 def test_shipped_weights_are_small_safe_state_dicts():
