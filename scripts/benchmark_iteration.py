@@ -2,6 +2,7 @@
 Time one DualSSL training iteration against a plain supervised one on the same patches.
 
     python -m scripts.benchmark_iteration --iterations 10 --batch 2
+    python -m scripts.benchmark_iteration --entropy_top_percent 0   # any config key can be overridden
 
 Both trainers are built from ``configs/train.yaml`` (the baseline with ``configs/baseline.yaml`` on top), share
 the network initialisation and run on the same batch of phantom patches with structure maps. The script
@@ -80,14 +81,19 @@ def _peak_mib(trainer, batch: dict) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def main(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0) -> None:
-    """Print the median seconds per iteration (and CUDA peak MiB) of baseline and DualSSL, and their ratios."""
+def main(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0, **overrides) -> None:
+    """
+    Print the median seconds per iteration (and CUDA peak MiB) of baseline and DualSSL, and their ratios.
+
+    Extra flags override config keys of both trainers, e.g. ``--entropy_top_percent 0 --roi_size [96,96,64]``.
+    """
     common = {
         "train#trainer#train_data_loader": [],
         "train#trainer#train_handlers": [],
         "train#trainer#postprocessing": None,
         "train#trainer#key_train_metric": None,
         "train#trainer#decollate": False,
+        **overrides,
     }
     dual = _parser(**common)
     base = _parser("baseline.yaml", **common)
