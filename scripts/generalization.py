@@ -141,7 +141,9 @@ def write_report(results: dict, domains: list[str], docs_dir: Path, command: str
                 diffs = [summary[variant][d]["dice"][0] - base[d]["dice"][0] for d in domains]
                 lines.append(f"| {variant} | " + " | ".join(f"{x:+.3f}" for x in diffs) + " |")
         drops = [base["source"]["dice"][0] - base[d]["dice"][0] for d in domains if d != "source"]
-        lines += ["", "Baseline Dice drop from source to each target: " + ", ".join(f"{d}: {x:+.3f}" for d, x in zip([d for d in domains if d != 'source'], drops))]
+        targets = [d for d in domains if d != "source"]
+        lines += ["", "Baseline Dice lost from held-out source to each unseen target: " + ", ".join(
+            f"{d}: {x:.3f}" for d, x in zip(targets, drops))]
     docs_dir.mkdir(parents=True, exist_ok=True)
     (docs_dir / "generalization.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
