@@ -214,8 +214,9 @@ def main(
             print(f"{variant} seed {seed}: {seconds:.0f} s, Dice " + ", ".join(
                 f"{d} {np.nanmean(scores[d]['dice']):.3f}" for d in domains), flush=True)
     selected = {v: results[v] for v in variants if v in results}
-    command = "python -m scripts.generalization" + (f" --scale {scale}" if scale != 1 else "") + (
-        f" --seeds {seeds}" if seeds != 3 else "")
+    command = "python -m scripts.generalization" + (f" --scale {scale:g}" if scale != 1 else "") + (
+        f" --seeds {seeds}" if seeds != 3 else "") + (
+        f" --variants {','.join(variants)}" if set(variants) != set(VARIANTS) else "")
     write_report(selected, domains, Path(docs_dir), command, budget)
     print((Path(docs_dir) / "generalization.md").read_text())
 
