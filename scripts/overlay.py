@@ -70,6 +70,6 @@ def save_overlays(
             break
         mask = output_path(item["image"], output_dir, postfix)
         if mask.exists():
-            png = mask.with_name(mask.name.replace(".nii.gz", "").replace(".nii", "") + "_overlay.png")
+            png = output_path(item["image"], output_dir, f"{postfix}_overlay", ext=".png")
             saved.append(save_overlay(item["image"], mask, png))
     return saved

@@ -120,10 +120,10 @@ class DualSSLTrainer(SupervisedTrainer):
             self._sampling_generator = torch.Generator(device=device).manual_seed(seed)
         return self._sampling_generator
 
-    def _map(self, batchdata: dict, key: str, engine: DualSSLTrainer) -> torch.Tensor:
+    def _map(self, batchdata: dict, key: str) -> torch.Tensor:
         if key not in batchdata:
             raise KeyError(f"DualSSL needs the cached structure map '{key}' in every batch (PancreasStructureMapsd).")
-        return _plain(batchdata[key]).to(engine.state.device, non_blocking=engine.non_blocking)
+        return _plain(batchdata[key]).to(self.state.device, non_blocking=self.non_blocking)
 
     def _iteration(self, engine: DualSSLTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         if batchdata is None:
@@ -140,7 +140,7 @@ class DualSSLTrainer(SupervisedTrainer):
         with torch.autocast("cuda", enabled=bool(engine.amp and engine.scaler is not None), **engine.amp_kwargs):
             network_input = inputs
             if use_restoration:
-                region = engine._map(batchdata, engine.band_key, engine) > 0
+                region = engine._map(batchdata, engine.band_key) > 0
                 if engine.entropy_top_percent > 0:
                     with torch.no_grad():
                         probabilities = F.softmax(engine.network(inputs).float(), dim=1)
@@ -155,8 +155,8 @@ class DualSSLTrainer(SupervisedTrainer):
             skipped = 0
             if use_contrastive:
                 samples = sample_structure_voxels(
-                    engine._map(batchdata, engine.skeleton_key, engine),
-                    engine._map(batchdata, engine.ring_key, engine),
+                    engine._map(batchdata, engine.skeleton_key),
+                    engine._map(batchdata, engine.ring_key),
                     targets,
                     logits.detach().argmax(dim=1, keepdim=True),
                     num_positive=engine.num_positive,
