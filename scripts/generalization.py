@@ -195,14 +195,14 @@ def main(
     test_dirs = {
         d: ensure_dataset(work / "data" / f"{d}_test", domain=d, cases=test_cases, seed=TEST_SEED) for d in domains
     }
-    results_file = work / "results.json"
+    results_file = work / f"results_scale{scale:g}.json"
     results: dict = json.loads(results_file.read_text()) if results_file.exists() else {}
     evaluators: dict[str, DomainEvaluator] = {}
     for variant in variants:
         for seed in range(seeds):
             if str(seed) in results.get(variant, {}):
                 continue
-            run_dir = work / "runs" / f"{variant}_seed{seed}"
+            run_dir = work / "runs" / f"scale{scale:g}" / f"{variant}_seed{seed}"
             seconds = train_run(variant, seed, source_dir, run_dir, budget)
             for domain in domains:
                 if domain not in evaluators:
