@@ -8,6 +8,7 @@ from monai.losses import DiceCELoss
 
 from scripts.engines import DualSSLTrainer, loss_terms
 from scripts.networks import DualSSLHeads, ResidualUNet
+from scripts.random_state import LazyDeviceGenerator
 from scripts.transforms import RandUncertaintyCorruption
 
 
@@ -148,9 +149,46 @@ def test_training_steps_lower_every_loss_term():
     for iteration in range(1, 31):
         trainer.state.iteration = iteration
         trainer.corruption.set_random_state(0)
-        trainer._sampling_generator = None
+        trainer.sampling_generator = LazyDeviceGenerator(trainer.sampling_generator.seed)
         history.append(loss_terms(trainer._iteration(trainer, batch)))
     for term in ("loss_segmentation", "loss_contrastive", "loss_restoration"):
         first = sum(h[term] for h in history[:3]) / 3
         last = sum(h[term] for h in history[-3:]) / 3
         assert last < 0.8 * first, f"{term} did not decrease: {first:.4f} -> {last:.4f}"
+
+
+def test_gradient_accumulation_steps_the_optimizer_every_n_iterations():
+    trainer, batch = _trainer(1.0, 1.0, lr=0.1, accumulation_steps=2)
+    trainer.state.epoch_length = 4
+    weights = [p.detach().clone() for p in trainer.network.parameters()]
+
+    def changed() -> bool:
+        return any(not torch.equal(w, p) for w, p in zip(weights, trainer.network.parameters()))
+
+    trainer.state.iteration = 1
+    trainer._iteration(trainer, batch)
+    assert not changed(), "the first of two accumulated iterations must not step"
+    trainer.state.iteration = 2
+    trainer._iteration(trainer, batch)
+    assert changed(), "the second accumulated iteration must step"
+
+
+def test_state_dict_carries_the_ssl_generators_through_a_checkpoint():
+    trainer, batch = _trainer(1.0, 1.0)
+    trainer.state.iteration = 1
+    trainer._iteration(trainer, batch)
+    state = trainer.state_dict()
+    assert {"sampling_generator", "corruption_generator", "iteration"} <= set(state)
+    expected = (
+        torch.rand(4, generator=trainer.sampling_generator.get(torch.device("cpu"))),
+        torch.rand(4, generator=trainer.corruption.generator.get(torch.device("cpu"))),
+    )
+    resumed, _ = _trainer(1.0, 1.0)
+    resumed.load_state_dict(state)
+    restored = (
+        torch.rand(4, generator=resumed.sampling_generator.get(torch.device("cpu"))),
+        torch.rand(4, generator=resumed.corruption.generator.get(torch.device("cpu"))),
+    )
+    for a, b in zip(expected, restored):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed.state.iteration == 1

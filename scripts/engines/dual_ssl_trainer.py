@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from torch.nn import functional as F
 
 from scripts.losses import MaskedL1Loss, StructureContrastiveLoss, gather_voxels, sample_structure_voxels
 from scripts.networks import DualSSLHeads
+from scripts.random_state import LazyDeviceGenerator
 from scripts.transforms import RandUncertaintyCorruption, uncertainty_region
 
 __all__ = ["DualSSLTrainer", "loss_terms"]
@@ -63,7 +65,8 @@ class DualSSLTrainer(SupervisedTrainer):
         ssl_rampup_iterations: iterations of the linear ramp of the SSL weight.
         skeleton_key, ring_key, band_key: batch keys of the structure maps.
         sampling_seed: seed of the voxel sampler's generator (``None``: drawn from torch's global RNG).
-        kwargs: passed on to ``SupervisedTrainer``.
+            ``state_dict`` carries this generator and the corruption's, so a resumed run continues their streams.
+        kwargs: passed on to ``SupervisedTrainer`` (``accumulation_steps`` works as there).
     """
 
     def __init__(
@@ -103,8 +106,7 @@ class DualSSLTrainer(SupervisedTrainer):
         self.ssl_start_iteration = ssl_start_iteration
         self.ssl_rampup_iterations = ssl_rampup_iterations
         self.skeleton_key, self.ring_key, self.band_key = skeleton_key, ring_key, band_key
-        self.sampling_seed = sampling_seed
-        self._sampling_generator: torch.Generator | None = None
+        self.sampling_generator = LazyDeviceGenerator(sampling_seed)
 
     def ssl_weight(self, iteration: int) -> float:
         """Ramp factor ``w`` of the SSL terms at a 1-based iteration."""
@@ -114,11 +116,28 @@ class DualSSLTrainer(SupervisedTrainer):
             return 1.0
         return min(1.0, (iteration - self.ssl_start_iteration + 1) / self.ssl_rampup_iterations)
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if self._sampling_generator is None or self._sampling_generator.device != device:
-            seed = self.sampling_seed if self.sampling_seed is not None else int(torch.randint(2**62, (1,)).item())
-            self._sampling_generator = torch.Generator(device=device).manual_seed(seed)
-        return self._sampling_generator
+    def state_dict(self) -> OrderedDict:
+        """Ignite's engine state plus the generators of the voxel sampler and the corruption, for resuming."""
+        state = super().state_dict()
+        state["sampling_generator"] = self.sampling_generator.state_dict()
+        state["corruption_generator"] = self.corruption.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        state = dict(state_dict)
+        self.sampling_generator.load_state_dict(state.pop("sampling_generator", {}))
+        self.corruption.load_state_dict(state.pop("corruption_generator", {}))
+        super().load_state_dict(state)
+
+    def _accumulation(self) -> tuple[bool, bool]:
+        """Whether this iteration zeroes the gradients and whether it steps the optimizer (as SupervisedTrainer)."""
+        steps = self.accumulation_steps
+        if steps == 1:
+            return True, True
+        epoch_length = self.state.epoch_length
+        local = (self.state.iteration - 1) % epoch_length if epoch_length else self.state.iteration - 1
+        last = epoch_length is not None and local + 1 == epoch_length
+        return local % steps == 0, (local + 1) % steps == 0 or last
 
     def _map(self, batchdata: dict, key: str) -> torch.Tensor:
         if key not in batchdata:
@@ -134,9 +153,11 @@ class DualSSLTrainer(SupervisedTrainer):
         weight = engine.ssl_weight(engine.state.iteration)
         use_contrastive = weight > 0 and engine.lambda_contrastive > 0
         use_restoration = weight > 0 and engine.lambda_restoration > 0
+        zero_grad, step = engine._accumulation()
         engine.network.train()
         engine.ssl_heads.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        if zero_grad:
+            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with torch.autocast("cuda", enabled=bool(engine.amp and engine.scaler is not None), **engine.amp_kwargs):
             network_input = inputs
             if use_restoration:
@@ -152,7 +173,7 @@ class DualSSLTrainer(SupervisedTrainer):
             segmentation = engine.loss_function(logits, targets).mean()
             contrastive = logits.new_zeros(())
             restoration = logits.new_zeros(())
-            skipped = 0
+            skipped = logits.new_zeros((), dtype=torch.long)
             if use_contrastive:
                 samples = sample_structure_voxels(
                     engine._map(batchdata, engine.skeleton_key),
@@ -162,11 +183,11 @@ class DualSSLTrainer(SupervisedTrainer):
                     num_positive=engine.num_positive,
                     num_negative=engine.num_negative,
                     hard_negative_ratio=engine.hard_negative_ratio,
-                    generator=engine._generator(logits.device),
+                    generator=engine.sampling_generator.get(logits.device),
                 )
                 embeddings = engine.ssl_heads.embed(gather_voxels(features, samples.indices).float())
                 contrastive = engine.contrastive_loss(embeddings, samples.is_positive, samples.valid)
-                skipped = int(getattr(engine.contrastive_loss, "last_num_skipped", 0))
+                skipped = torch.as_tensor(getattr(engine.contrastive_loss, "last_num_skipped", 0))
             if use_restoration:
                 restoration = engine.restoration_loss(engine.ssl_heads.restore(features).float(), inputs, corrupted)
             loss = segmentation + weight * (
@@ -183,14 +204,17 @@ class DualSSLTrainer(SupervisedTrainer):
             }
         )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        scaled = loss / engine.accumulation_steps
         if engine.amp and engine.scaler is not None:
-            engine.scaler.scale(loss).backward()
+            engine.scaler.scale(scaled).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
+            if step:
+                engine.scaler.step(engine.optimizer)
+                engine.scaler.update()
         else:
-            loss.backward()
+            scaled.backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+            if step:
+                engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -154,7 +154,7 @@ class StructureContrastiveLoss(_Loss):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         self.temperature = temperature
-        self.last_num_skipped = 0
+        self.last_num_skipped: torch.Tensor | int = 0
 
     def forward(self, embeddings: torch.Tensor, is_positive: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """
@@ -182,5 +182,5 @@ class StructureContrastiveLoss(_Loss):
         pairs = positive[:, :, None] & positive[:, None, :] & ~eye
         item_losses = torch.where(pairs, pair_losses, 0.0).sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp_min(1)
         active = (positive.sum(dim=1) >= 2) & (negative.sum(dim=1) >= 1)
-        self.last_num_skipped = int((~active).sum())
+        self.last_num_skipped = (~active).sum()  # a tensor: reading it here would wait for the device
         return torch.where(active, item_losses, 0.0).sum() / active.sum().clamp_min(1)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from monai.utils import ensure_tuple_rep
 
+from scripts.random_state import LazyDeviceGenerator
+
 __all__ = ["predictive_entropy", "uncertainty_region", "RandUncertaintyCorruption"]
 
 
@@ -82,7 +84,8 @@ class RandUncertaintyCorruption:
     (constructor or :meth:`set_random_state`); with ``seed=None`` the seed is drawn from torch's global
     generator at the first call, so ``torch.manual_seed`` / ``monai.utils.set_determinism`` make it
     reproducible. When the input moves to another device, a new generator is created there, seeded from the
-    previous one. The same seed and inputs give identical outputs on the same device.
+    previous one. The same seed and inputs give identical outputs on the same device; ``state_dict`` and
+    ``load_state_dict`` carry the generator through a training checkpoint.
 
     Args:
         block_size: edge length of a block in voxels, an int or one per spatial dimension.
@@ -127,23 +130,15 @@ class RandUncertaintyCorruption:
 
     def set_random_state(self, seed: int | None = None) -> RandUncertaintyCorruption:
         """Seed the generator (created on the input's device at the next call); ``None``: see the class docs."""
-        self._seed = seed
-        self._generator: torch.Generator | None = None
+        self.generator = LazyDeviceGenerator(seed)
         return self
 
-    def _get_generator(self, device: torch.device) -> torch.Generator:
-        if self._generator is not None and self._generator.device == device:
-            return self._generator
-        if self._generator is not None:
-            previous = self._generator
-            seed = int(torch.randint(2**62, (1,), generator=previous, device=previous.device).item())
-        elif self._seed is None:
-            seed = int(torch.randint(2**62, (1,)).item())
-        else:
-            seed = self._seed
-        self._generator = torch.Generator(device=device)
-        self._generator.manual_seed(seed)
-        return self._generator
+    def state_dict(self) -> dict:
+        """The generator's state, for checkpoints (see ``scripts.random_state.LazyDeviceGenerator``)."""
+        return self.generator.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state)
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,7 +156,7 @@ class RandUncertaintyCorruption:
         if region.shape != image.shape:
             raise ValueError(f"region shape {tuple(region.shape)} must match image shape {tuple(image.shape)}.")
         device = image.device
-        generator = self._get_generator(device)
+        generator = self.generator.get(device)
         batch = image.shape[0]
         spatial = image.shape[2:]
         region = region > 0
