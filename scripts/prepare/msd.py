@@ -1,0 +1,165 @@
+"""
+Datalist of the Medical Segmentation Decathlon pancreas task (``Task07_Pancreas``).
+
+Layout read: ``root/dataset.json`` listing ``training`` pairs (``imagesTr/*.nii.gz``, ``labelsTr/*.nii.gz``;
+labels 0 background, 1 pancreas, 2 tumour) and ``test`` images (``imagesTs``, no label). Both label 1
+and 2 are pancreas here: ``configs/train.yaml`` binarises labels with ``label > 0.5``, so the original
+label files are used as they are unless another merge is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from monai.apps import DecathlonDataset, download_and_extract
+
+from scripts.validation import MSD_PANCREAS_LABELS, InputError
+
+from .datalist import Case, atomic_write, case_name, prepare_datalist
+
+__all__ = ["TASK", "download_msd", "msd", "msd_cases", "relabel"]
+
+TASK = "Task07_Pancreas"
+TRAINING_MERGE = {0: 0, 1: 1, 2: 1}
+"""What ``configs/train.yaml`` does to MSD labels (``AsDiscreted(threshold=0.5)``): tumour becomes pancreas."""
+logger = logging.getLogger(__name__)
+
+
+def download_msd(root: Path) -> None:
+    """Download and unpack ``Task07_Pancreas`` (about 12 GB) into ``root.parent`` with MONAI's MSD mirror and md5."""
+    if root.name != TASK:
+        raise ValueError(f"--download needs --root to end with {TASK}, got {root}")
+    try:
+        download_and_extract(
+            DecathlonDataset.resource[TASK], root.parent / f"{TASK}.tar", root.parent, DecathlonDataset.md5[TASK]
+        )
+    except Exception as error:  # no network, a partial download, a full disk: say what to do instead
+        raise RuntimeError(
+            f"could not download {TASK} ({type(error).__name__}: {error}); without network access, download "
+            f"{DecathlonDataset.resource[TASK]} elsewhere, unpack it and pass its folder as --root"
+        ) from error
+
+
+def msd_cases(root: Path) -> tuple[list[Case], dict]:
+    """The cases listed in ``root/dataset.json`` (absolute paths) and that JSON's content."""
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: --root must be an MSD task folder (e.g. {TASK})")
+    meta = json.loads(meta_path.read_text())
+    cases = []
+    for entry in meta.get("training", []):
+        image, label = (os.path.normpath(root / entry[key]) for key in ("image", "label"))
+        cases.append(Case(case_name(image), image, label))
+    for entry in meta.get("test", []):
+        image = os.path.normpath(root / (entry["image"] if isinstance(entry, Mapping) else entry))
+        cases.append(Case(case_name(image), image, needs_label=False))
+    return cases, meta
+
+
+def relabel(case: Case, mapping: Mapping[int, int], labels_dir: Path) -> Case:
+    """
+    Write ``case.label`` with its values mapped by ``mapping`` (others kept) to ``labels_dir`` as uint8.
+
+    The header, and so the geometry, is the original's. Returns the case pointing at the new file.
+    Raises ``InputError`` when nothing but 0 is left.
+    """
+    if case.label is None:
+        return case
+    target = labels_dir / Path(case.label).name
+    source = nib.load(case.label)
+    original = np.asarray(source.dataobj)
+    merged = original.astype(np.uint8)
+    for old, new in mapping.items():
+        merged[original == old] = new
+    if not merged.any():
+        raise InputError(case.label, f"empty label after merging labels {dict(mapping)}")
+    image = nib.Nifti1Image(merged, source.affine, source.header)
+    image.set_data_dtype(np.uint8)
+    image.header.set_slope_inter(1, 0)
+    atomic_write(target, partial(nib.save, image))
+    return Case(case.name, case.image, str(target), case.needs_label)
+
+
+def msd(
+    root: str,
+    output: str,
+    merge_labels: dict | None = None,
+    write_labels: bool = False,
+    labels_dir: str | None = None,
+    download: bool = False,
+    val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    folds: int = 0,
+    overwrite: bool = False,
+    skip_invalid: bool = False,
+    num_workers: int = 2,
+) -> str:
+    """
+    Write the datalist of an MSD Task07_Pancreas folder; return the datalist path.
+
+    Args:
+        root: the task folder holding ``dataset.json``, ``imagesTr``, ``labelsTr`` and ``imagesTs``.
+        output: datalist JSON to write (paths in it are relative to its folder).
+        merge_labels: label value mapping, e.g. ``"{2: 1}"`` (tumour is pancreas, the default and what
+            the training config does anyway) or ``"{1: 0, 2: 1}"`` (tumour only). Any other mapping than
+            the default writes relabelled files.
+        write_labels: write relabelled label files even for the default mapping.
+        labels_dir: where relabelled labels go; default ``<output folder>/labelsTr_merged``.
+        download: download the task first (needs network access) if ``root/dataset.json`` is absent.
+        val_fraction, test_fraction, seed, folds: explicit splits (see ``scripts.prepare.datalist``).
+        overwrite: replace an existing datalist and relabelled files.
+        skip_invalid: leave bad cases out (listed in ``<output stem>.excluded.json``) instead of failing.
+        num_workers: threads that load cases during validation.
+    """
+    root_path = Path(root).expanduser().absolute()
+    if download and not (root_path / "dataset.json").is_file():
+        download_msd(root_path)
+    cases, meta = msd_cases(root_path)
+    mapping = {int(k): int(v) for k, v in (merge_labels or {2: 1}).items()}
+    effective = {value: mapping.get(value, value) for value in MSD_PANCREAS_LABELS}
+    labels = meta.get("labels", {"0": "background", "1": "pancreas", "2": "cancer"})
+    finalize = None
+    if write_labels or effective != TRAINING_MERGE:
+        target = Path(labels_dir or Path(output).expanduser().absolute().parent / "labelsTr_merged").absolute()
+        existing = [
+            str(target / Path(c.label).name) for c in cases if c.label and (target / Path(c.label).name).exists()
+        ]
+        if existing and not overwrite:
+            raise FileExistsError(f"{len(existing)} relabelled file(s) exist, e.g. {existing[0]}; pass --overwrite")
+        target.mkdir(parents=True, exist_ok=True)
+        finalize = partial(relabel, mapping=mapping, labels_dir=target)
+        labels = {
+            str(v): "+".join(labels.get(str(k), str(k)) for k, e in effective.items() if e == v)
+            for v in sorted(set(effective.values()))
+        }
+    info = {
+        "name": meta.get("name", TASK),
+        "description": f"datalist of {root_path} written by python -m scripts.prepare msd",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": labels,
+    }
+    return str(
+        prepare_datalist(
+            cases,
+            output,
+            info=info,
+            allowed_label_values=MSD_PANCREAS_LABELS,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            folds=folds,
+            overwrite=overwrite,
+            skip_invalid=skip_invalid,
+            num_workers=num_workers,
+            finalize=finalize,
+        )
+    )
