@@ -11,14 +11,15 @@ a crash in the middle of an epoch (or a silently wrong model) later:
       keys: image
 
 What counts as a CT image here (``image_problems``): one channel and 3 spatial dimensions of at least 2
-voxels, every voxel finite, and intensities in Hounsfield units. The HU test looks for air: CT of the
-abdomen always holds air (around the patient inside the field of view, in the bowel, in the lung bases)
-at about -1000 HU, so at least ``min_air_fraction`` (0.1 %) of the voxels must lie in
-``[padding_hu, min_hu]`` = [-1500, -500] HU. Values below -1500 HU are the padding some scanners store
-outside the reconstructed circle (-2048, -3024, -32768) and do not count as air. An MR image, a CT
-stored without its DICOM rescale (air near 0), or intensities already normalised to [0, 1] hold no
-such voxels. An image that is all air (at least 99.9 % of the voxels at or below -500 HU) is refused
-as blank. Small volumes, any voxel spacing and any stored orientation pass.
+voxels, every voxel finite, and intensities in Hounsfield units. The HU test looks for fat or air: CT of
+the abdomen always holds fat (-150..-50 HU, around the pancreas and the other organs) and nearly always
+air (-1000 HU), so at least ``min_low_fraction`` (0.1 %) of the voxels must lie in
+``[padding_hu, max_low_hu]`` = [-1500, -50] HU; even a small crop around the pancreas passes. Values below
+-1500 HU are the padding some scanners store outside the reconstructed circle (-2048, -3024, -32768) and
+do not count. An MR image, a CT stored without its DICOM rescale (all values >= 0), or intensities already
+normalised (to [0, 1] or z-scores) hold no such voxels. An image that is all fat or air (at least 99.9 % of
+the voxels at or below -50 HU) is refused as blank. Small volumes, any voxel spacing and any stored
+orientation pass.
 
 A label (``label_problems``) must describe the same voxel grid as its image (same shape and affine
 within ``atol`` = 1e-3 mm, compared after bringing both to the same axis order, so a label stored in
@@ -107,9 +108,9 @@ def image_problems(
     image: torch.Tensor | np.ndarray,
     *,
     path: str = "",
-    min_hu: float = -500.0,
+    max_low_hu: float = -50.0,
     padding_hu: float = -1500.0,
-    min_air_fraction: float = 1e-3,
+    min_low_fraction: float = 1e-3,
 ) -> list[str]:
     """
     Reasons why ``image`` is not a usable CT volume (an empty list when it is).
@@ -117,10 +118,10 @@ def image_problems(
     Args:
         image: channel-first image, ``(1, H, W, D)``, as ``LoadImage(ensure_channel_first=True)`` returns it.
         path: the image's file, named in the debug log only (reasons never repeat it).
-        min_hu: voxels at or below this (and above ``padding_hu``) count as air.
+        max_low_hu: voxels at or below this (and at or above ``padding_hu``) count as fat or air.
         padding_hu: voxels below this are scanner padding outside the field of view, not air.
-        min_air_fraction: fewest air voxels (fraction of the finite voxels) that a CT in HU must hold;
-            also the fewest non-air voxels of an image that is not blank.
+        min_low_fraction: fewest fat or air voxels (fraction of the finite voxels) that a CT in HU must hold;
+            also the fewest other voxels of an image that is not blank.
     """
     problems = []
     shape = _shape(image)
@@ -136,16 +137,17 @@ def image_problems(
         values = values[finite]
     if values.numel():
         low, high = _format_value(float(values.min())), _format_value(float(values.max()))
-        air = int(torch.count_nonzero((values >= padding_hu) & (values <= min_hu))) / values.numel()
-        body = int(torch.count_nonzero(values > min_hu)) / values.numel()
-        if air < min_air_fraction:
+        fat_or_air = int(torch.count_nonzero((values >= padding_hu) & (values <= max_low_hu))) / values.numel()
+        body = int(torch.count_nonzero(values > max_low_hu)) / values.numel()
+        if fat_or_air < min_low_fraction:
             problems.append(
-                f"not CT in Hounsfield units: no air ({air:.3%} of the voxels in [{_format_value(padding_hu)}, "
-                f"{_format_value(min_hu)}] HU): MR-like or unscaled intensities, range {low}..{high}"
+                f"not CT in Hounsfield units: no fat or air ({fat_or_air:.3%} of the voxels in "
+                f"[{_format_value(padding_hu)}, {_format_value(max_low_hu)}] HU): MR-like or unscaled "
+                f"intensities, range {low}..{high}"
             )
-        elif body < min_air_fraction:
+        elif body < min_low_fraction:
             problems.append(
-                f"blank image: {body:.3%} of the voxels above {_format_value(min_hu)} HU, range {low}..{high}"
+                f"blank image: {body:.3%} of the voxels above {_format_value(max_low_hu)} HU, range {low}..{high}"
             )
     if problems:
         logger.debug(f"{path}: {'; '.join(problems)}")
