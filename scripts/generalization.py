@@ -21,9 +21,8 @@ from pathlib import Path
 
 import fire
 import numpy as np
-import torch
-from monai.bundle import ConfigParser
 
+from scripts.evaluation import DomainEvaluator
 from scripts.phantom import DOMAINS, ensure_dataset
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +47,8 @@ def train_run(variant: str, seed: int, data_dir: Path, run_dir: Path, budget: di
         "output_dir": str(run_dir),
         "seed": seed,
         "split_seed": seed,
+        # an interrupted benchmark continues each unfinished run from its newest checkpoint
+        "resume": True,
         **budget,
     }
     args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(_configs(VARIANTS[variant]))]
@@ -62,36 +63,6 @@ def train_run(variant: str, seed: int, data_dir: Path, run_dir: Path, budget: di
     if result.returncode != 0:
         raise RuntimeError(f"training {variant} seed {seed} failed, see {log}")
     return time.perf_counter() - start
-
-
-class DomainEvaluator:
-    """The evaluate config's evaluator on one domain's test set, built once and reused for every run."""
-
-    def __init__(self, data_dir: Path, roi_size: list[int], num_workers: int) -> None:
-        self.parser = ConfigParser()
-        self.parser.read_config(_configs(["evaluate.yaml"]))
-        self.parser.update(
-            {
-                "bundle_root": str(BUNDLE_ROOT),
-                "dataset_dir": str(data_dir),
-                "roi_size": roi_size,
-                "num_workers": num_workers,
-                "validate#dataset#cache_rate": 1.0,
-                "validate#handlers": [],
-            }
-        )
-        self.evaluator = self.parser.get_parsed_content("validate#evaluator")
-        self.network = self.parser.get_parsed_content("network")
-
-    def __call__(self, checkpoint: Path) -> dict[str, list[float]]:
-        state = torch.load(checkpoint, map_location=self.evaluator.state.device, weights_only=True)
-        self.network.load_state_dict(state["model"] if "model" in state else state)
-        self.evaluator.run()
-        details = self.evaluator.state.metric_details
-        return {
-            "dice": details["val_mean_dice"].flatten().tolist(),
-            "hd95_mm": details["val_hd95_mm"].flatten().tolist(),
-        }
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
