@@ -66,11 +66,11 @@ def read(path: str | Path) -> dict:
 
 
 def config_data_split(datalist: Path, data_split: str | None = None) -> list[list[dict]]:
-    """What configs/train.yaml trains and validates on when its ``datalist`` key loads ``datalist``."""
+    """What configs/train.yaml trains and validates on with ``--datalist_file <datalist>``."""
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "train.yaml"))
     parser["bundle_root"] = str(REPO)
-    parser["datalist"] = f"$monai.data.load_decathlon_datalist('{datalist}', True, 'training')"
+    parser["datalist_file"] = str(datalist)
     if data_split is not None:
         parser["data_split"] = data_split
     return parser.get_parsed_content("data_split")
@@ -95,7 +95,8 @@ def test_msd_datalist_is_read_by_train_config(tmp_path):
     assert [Path(v["image"]).parent for v in validation] == [root / "imagesTr"]
     # the overrides docs/data_preparation.md gives: fold 1 as validation, the written validation split
     train, val = config_data_split(
-        output, "$[[d for d in @datalist if d['fold'] != 1], [d for d in @datalist if d['fold'] == 1]]"
+        output,
+        "$[[d for d in @checked_datalist if d['fold'] != 1], [d for d in @checked_datalist if d['fold'] == 1]]",
     )
     assert (len(train), len(val)) == (2, 2) and {d["fold"] for d in val} == {1}
     load = f"monai.data.load_decathlon_datalist('{output}', True"
