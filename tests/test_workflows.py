@@ -146,7 +146,9 @@ def test_inference_on_a_folder_keeps_geometry_and_writes_an_overlay(trained, tmp
     )
     for image in images:
         _assert_same_geometry(image, out / image.name.replace(".nii.gz", "_seg.nii.gz"))
-    assert len(list(out.glob("*_overlay.png"))) == 1
+        assert (out / image.name.replace(".nii.gz", "_seg_overlay.png")).is_file()
+    with open(out / "summary.csv") as f:
+        assert [row["status"] for row in csv.DictReader(f)] == ["ok"] * len(images)
     assert not list(out.glob("*.partial*")), "temporary files left behind"
 
 

@@ -1,0 +1,474 @@
+"""
+Inference inputs (NIfTI, NRRD, DICOM series incl. JPEG 2000 / JPEG-LS) and clinical outputs (mask, probability,
+entropy, DICOM SEG, overlay, run summary, fault tolerance), on tiny synthetic data built here.
+
+The batch tests run the real ``configs/inference.yaml`` with one override: ``network_def`` is a 1x1x1
+convolution whose weights (written here) call "pancreas" every voxel above ``BLOB_HU``, so each expected
+mask is known exactly and a case takes well under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.transforms import LoadImage
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    SegmentationStorage,
+    generate_uid,
+)
+
+from scripts.batch import BatchInferenceError, mask_volume_ml
+from scripts.dicom import read_series
+from scripts.inputs import resolve_images
+from scripts.loading import load_input
+from scripts.postprocess import predictive_entropy
+from scripts.validation import InputError
+from tests.bundle_cli import BUNDLE_ROOT
+
+BLOB_HU = 100.0
+TINY_NET = {"_target_": "torch.nn.Conv3d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}
+
+
+# ---------------------------------------------------------------- synthetic data
+def _ct_volume(shape, blobs=((slice(4, 10), slice(5, 12), slice(2, 6)),)) -> np.ndarray:
+    """Air (-1000 HU) around a 40 HU body, with 150 HU blobs (the tiny model's "pancreas")."""
+    volume = np.full(shape, -1000.0, dtype=np.float32)
+    volume[2:-2, 2:-2, :] = 40.0
+    for blob in blobs:
+        volume[blob] = 150.0
+    return volume
+
+
+def _nifti(path, volume, affine=None):
+    nib.save(
+        nib.Nifti1Image(volume.astype(np.int16), np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine), str(path)
+    )
+    return path
+
+
+def _write_series(
+    folder,
+    volume,
+    pixel_spacing=(2.0, 2.0),
+    slice_spacing=2.0,
+    orientation=(1, 0, 0, 0, 1, 0),
+    origin=(-20.0, -30.0, 40.0),
+    series_uid=None,
+    transfer_syntax=ExplicitVRLittleEndian,
+    reverse_numbers=False,
+):
+    """
+    Write ``volume`` (columns, rows, slices), in HU, as a CT series: slice k at origin + k * slice_spacing * normal.
+
+    Stored as uint16 with RescaleIntercept -1024; file names are shuffled against the slice order, and
+    ``reverse_numbers`` numbers the slices against their positions.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    study_uid, frame_uid = generate_uid(), generate_uid()
+    row_dir, col_dir = np.array(orientation[:3], float), np.array(orientation[3:], float)
+    normal = np.cross(row_dir, col_dir)
+    n = volume.shape[2]
+    names = np.random.default_rng(0).permutation(n)
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Phantom", "TEST01", "", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = (
+            "20240101",
+            "120000",
+            "1",
+            "",
+            "",
+        )
+        ds.Modality, ds.SeriesNumber, ds.Manufacturer = "CT", 3, "test"
+        ds.InstanceNumber = n - k if reverse_numbers else k + 1
+        ds.ImagePositionPatient = [float(v) for v in np.asarray(origin) + k * slice_spacing * normal]
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
+        ds.PixelSpacing = [float(v) for v in pixel_spacing]
+        ds.SliceThickness = slice_spacing
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = (volume[:, :, k].T + 1024).astype(np.uint16).tobytes()
+        if transfer_syntax != ExplicitVRLittleEndian:
+            ds.compress(transfer_syntax)
+        ds.save_as(folder / f"IM{names[k]:04d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def _expected_affine(volume_shape, pixel_spacing, slice_spacing, orientation, origin):
+    """RAS affine of the array (columns, rows, slices): DICOM geometry, LPS -> RAS."""
+    row_dir, col_dir = np.array(orientation[:3], float), np.array(orientation[3:], float)
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * pixel_spacing[1]  # along a row = increasing column index
+    lps[:3, 1] = col_dir * pixel_spacing[0]  # along a column = increasing row index
+    lps[:3, 2] = np.cross(row_dir, col_dir) * slice_spacing
+    lps[:3, 3] = origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+# ---------------------------------------------------------------- DICOM reading
+OBLIQUE = (0.0, 0.8, -0.6, 0.0, 0.6, 0.8)  # rows along (0, .8, -.6), columns along (0, .6, .8): sagittal, tilted
+
+
+@pytest.mark.parametrize("orientation", [(1, 0, 0, 0, 1, 0), OBLIQUE])
+def test_dicom_series_geometry_and_values(tmp_path, orientation):
+    volume = np.random.default_rng(1).integers(-1000, 1000, size=(7, 5, 4)).astype(np.float32)
+    spacing, thickness, origin = (0.7, 0.5), 2.5, (10.0, -20.0, 30.0)
+    folder = _write_series(tmp_path / "s", volume, spacing, thickness, orientation, origin)
+    image = load_input(folder)
+    assert image.shape == (1, 7, 5, 4) and image.dtype == torch.float32
+    np.testing.assert_allclose(
+        image.affine.numpy(), _expected_affine(volume.shape, spacing, thickness, orientation, origin), atol=1e-6
+    )
+    np.testing.assert_array_equal(image[0].numpy(), volume)  # rescale applied, slices in position order
+    assert image.meta["filename_or_obj"] == str(folder)
+
+
+def test_dicom_reader_orders_by_position_and_matches_monai(tmp_path):
+    volume = np.random.default_rng(2).integers(-1000, 1000, size=(6, 6, 5)).astype(np.float32)
+    folder = _write_series(tmp_path / "s", volume, reverse_numbers=True)
+    ours = load_input(folder)
+    monai = LoadImage(reader="PydicomReader", ensure_channel_first=True)(str(folder))
+    np.testing.assert_allclose(ours.affine.numpy(), monai.affine.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(ours.numpy(), monai.numpy())
+    # numbered against position: the first slice is the highest one (InstanceNumber 1), still geometry-consistent
+    assert ours.affine[2, 2] == pytest.approx(-2.0)
+    np.testing.assert_array_equal(ours[0].numpy(), volume[:, :, ::-1])
+
+
+@pytest.mark.parametrize("syntax", [JPEG2000Lossless, JPEGLSLossless])
+def test_compressed_series_decode_losslessly(tmp_path, syntax):
+    volume = (
+        np.random.default_rng(3).integers(-1000, 2000, size=(40, 36, 3)).astype(np.float32)
+    )  # OpenJPEG needs >= 32 px
+    folder = _write_series(tmp_path / "s", volume, transfer_syntax=syntax)
+    assert pydicom.dcmread(next(folder.iterdir())).file_meta.TransferSyntaxUID == syntax
+    np.testing.assert_array_equal(load_input(folder)[0].numpy(), volume)
+
+
+def test_bad_series_are_refused_naming_the_folder_and_reason(tmp_path):
+    volume = _ct_volume((8, 8, 6))
+    mixed = _write_series(tmp_path / "mixed", volume)
+    _write_series(tmp_path / "other", volume[:, :, :2], origin=(0.0, 0.0, 100.0))
+    for f in (tmp_path / "other").iterdir():
+        f.rename(mixed / f"other_{f.name}")
+    gap = _write_series(tmp_path / "gap", volume)
+    sorted(gap.iterdir(), key=lambda f: pydicom.dcmread(f).InstanceNumber)[2].unlink()
+    garbage = _write_series(tmp_path / "garbage", volume)
+    (garbage / "broken.dcm").write_bytes(b"this is not DICOM" * 20)
+    duplicate = _write_series(tmp_path / "duplicate", volume)
+    first = next(duplicate.iterdir())
+    (duplicate / "copy.dcm").write_bytes(first.read_bytes())
+    expected = {
+        mixed: "mixes 2 DICOM series",
+        gap: "missing slice",
+        garbage: "broken.dcm is not a readable DICOM file",
+        duplicate: "duplicate slice position",
+    }
+    for folder, reason in expected.items():
+        with pytest.raises(InputError, match=reason) as error:
+            load_input(folder)
+        assert error.value.path == str(folder)
+
+
+def test_series_without_a_decoder_is_refused_before_decoding(tmp_path):
+    if pydicom.pixels.get_decoder(JPEGLosslessSV1).is_available:
+        pytest.skip("a JPEG Lossless decoder is installed here")
+    folder = _write_series(tmp_path / "s", _ct_volume((8, 8, 3)))
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+        ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xd9"])
+        ds.save_as(f, enforce_file_format=True)
+    with pytest.raises(InputError, match="no installed pixel data decoder for transfer syntax JPEG Lossless.*install"):
+        read_series(folder)
+
+
+def test_nrrd_reads_with_its_geometry(tmp_path):
+    nrrd = pytest.importorskip("nrrd")
+    data = np.arange(4 * 5 * 3, dtype=np.int16).reshape(4, 5, 3) - 1000
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": np.diag([0.8, 0.9, 2.5]),
+        "space origin": np.array([1.0, 2.0, 3.0]),
+    }
+    nrrd.write(str(tmp_path / "ct.nrrd"), data, header)
+    image = load_input(tmp_path / "ct.nrrd")
+    np.testing.assert_array_equal(image[0].numpy(), data)
+    np.testing.assert_allclose(
+        image.affine.numpy(), [[-0.8, 0, 0, -1.0], [0, -0.9, 0, -2.0], [0, 0, 2.5, 3.0], [0, 0, 0, 1]], atol=1e-6
+    )
+
+
+def test_unsupported_or_unreadable_files_name_the_file(tmp_path):
+    (tmp_path / "ct.nii.gz").write_bytes(b"garbage, not gzip")
+    with pytest.raises(InputError, match="ct.nii.gz: cannot be read"):
+        load_input(tmp_path / "ct.nii.gz")
+    (tmp_path / "ct.png").write_bytes(b"not a CT")
+    with pytest.raises(InputError, match="ct.png: unsupported file type"):
+        load_input(tmp_path / "ct.png")
+
+
+# ---------------------------------------------------------------- resolving inputs
+def test_resolve_mixed_folders(tmp_path):
+    _nifti(tmp_path / "a.nii.gz", _ct_volume((8, 8, 4)))
+    _write_series(tmp_path / "b_series.1", _ct_volume((8, 8, 3)))
+    (tmp_path / "c_notes").mkdir()
+    (tmp_path / "c_notes" / "readme.txt").write_text("not DICOM")
+    (tmp_path / "d.txt").write_text("not an image")
+    cases = resolve_images(tmp_path)
+    assert cases == [{"image": str(tmp_path / "a.nii.gz")}, {"image": str(tmp_path / "b_series.1")}]
+    assert resolve_images(tmp_path / "b_series.1") == [{"image": str(tmp_path / "b_series.1")}]
+    (tmp_path / "list.json").write_text(json.dumps([{"image": "b_series.1"}]))
+    assert resolve_images(tmp_path / "list.json") == [{"image": str(tmp_path / "b_series.1")}]
+    with pytest.raises(ValueError, match="one DICOM file: pass the folder"):
+        resolve_images(next((tmp_path / "b_series.1").iterdir()))
+    _nifti(tmp_path / "b_series.1" / "stray.nii.gz", _ct_volume((8, 8, 4)))
+    with pytest.raises(ValueError, match="holds DICOM files and image files"):
+        resolve_images(tmp_path / "b_series.1")
+
+
+# ---------------------------------------------------------------- post-processing
+def test_predictive_entropy_range_and_binary_form():
+    p = torch.tensor([0.0, 0.5, 1.0, 0.2]).reshape(1, 4, 1, 1)
+    h = predictive_entropy(p)
+    assert h.shape == (1, 4, 1, 1)
+    np.testing.assert_allclose(
+        h.flatten().numpy(), [0.0, np.log(2), 0.0, -(0.2 * np.log(0.2) + 0.8 * np.log(0.8))], atol=1e-6
+    )
+    torch.testing.assert_close(predictive_entropy(torch.cat([1 - p, p])), h)
+
+
+def test_mask_volume_in_millilitres(tmp_path):
+    mask = np.zeros((10, 10, 10), np.uint8)
+    mask[:5, :4, :2] = 1  # 40 voxels of 0.5 x 2 x 3 mm = 3 mm^3
+    nib.save(nib.Nifti1Image(mask, np.diag([-0.5, 2.0, 3.0, 1.0])), str(tmp_path / "m.nii.gz"))
+    assert mask_volume_ml(tmp_path / "m.nii.gz") == pytest.approx(40 * 3.0 / 1000)
+
+
+# ---------------------------------------------------------------- batch inference with a known "model"
+@pytest.fixture(scope="module")
+def threshold_model(tmp_path_factory):
+    """1x1x1 conv state dict: logit(pancreas) - logit(background) = 100 (x - t), x = HU scaled by the config."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.yaml"))
+    low, high = parser["hu_window"]
+    t = (BLOB_HU - low) / (high - low)
+    state = {"weight": torch.tensor([-50.0, 50.0]).reshape(2, 1, 1, 1, 1), "bias": torch.tensor([50.0 * t, -50.0 * t])}
+    path = tmp_path_factory.mktemp("model") / "threshold.pt"
+    torch.save(state, path)
+    return path
+
+
+def _run_batch(model, input_path, output_dir, **overrides):
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.yaml"))
+    parser.update(
+        {
+            "bundle_root": str(BUNDLE_ROOT),
+            "input_path": str(input_path),
+            "output_dir": str(output_dir),
+            "checkpoint": str(model),
+            "network_def": TINY_NET,
+            "roi_size": [16, 16, 16],
+            **overrides,
+        }
+    )
+    return parser.get_parsed_content("batch_inference").run()
+
+
+def _summary(output_dir):
+    with open(output_dir / "summary.csv") as f:
+        rows = {row["case"]: row for row in csv.DictReader(f)}
+    return rows, json.loads((output_dir / "summary.json").read_text())
+
+
+def test_outputs_keep_the_input_geometry_with_valid_maps(tmp_path, threshold_model):
+    volume = _ct_volume(
+        (20, 18, 9), blobs=[(slice(4, 9), slice(5, 10), slice(2, 6)), (slice(13, 15), slice(12, 14), slice(6, 7))]
+    )
+    # 2 mm (the model's spacing: no resampling, so the expected mask is exact), stored with x and y swapped and flipped
+    affine = np.array([[0, -2.0, 0, 10], [-2.0, 0, 0, 20], [0, 0, 2.0, -30], [0, 0, 0, 1]])
+    image = _nifti(tmp_path / "ct.nii.gz", volume, affine)
+    out = tmp_path / "out"
+    records = _run_batch(threshold_model, image, out, save_probability=True, save_entropy=True)
+    assert [r.status for r in records] == ["ok"]
+    seg, prob, entropy = (nib.load(str(out / f"ct_{p}.nii.gz")) for p in ("seg", "prob", "entropy"))
+    for output in (seg, prob, entropy):
+        assert output.shape == volume.shape
+        np.testing.assert_allclose(output.affine, affine, atol=1e-5)
+    assert (
+        seg.get_data_dtype() == np.uint8
+        and prob.get_data_dtype() == np.float32
+        and entropy.get_data_dtype() == np.float32
+    )
+    p, h, m = prob.get_fdata(), entropy.get_fdata(), np.asarray(seg.dataobj)
+    assert 0.0 <= p.min() and p.max() <= 1.0 and p.max() > 0.99
+    assert 0.0 <= h.min() and h.max() <= np.log(2) + 1e-6
+    np.testing.assert_allclose(
+        h,
+        -(
+            np.where(p > 0, p * np.log(np.maximum(p, 1e-30)), 0)
+            + np.where(p < 1, (1 - p) * np.log(np.maximum(1 - p, 1e-30)), 0)
+        ),
+        atol=1e-4,
+    )
+    # largest component only (on by default): the big blob, not the small one
+    expected = np.zeros(volume.shape, np.uint8)
+    expected[4:9, 5:10, 2:6] = 1
+    np.testing.assert_array_equal(m, expected)
+    assert (p[13:15, 12:14, 6] > 0.5).all(), "the probability map keeps the removed component"
+    rows, report = _summary(out)
+    assert rows["ct"]["status"] == "ok" and rows["ct"]["error"] == ""
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
+    assert float(rows["ct"]["pancreas_volume_ml"]) == pytest.approx(expected.sum() * voxel_ml, abs=1e-3)
+    assert rows["ct"]["outputs"].split(";") == [
+        str(out / f"ct_{s}") for s in ("seg.nii.gz", "prob.nii.gz", "entropy.nii.gz", "seg_overlay.png")
+    ]
+    assert report["counts"] == {"ok": 1, "skipped-existing": 0, "failed": 0}
+    assert (out / "ct_seg_overlay.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_without_largest_component_both_blobs_stay(tmp_path, threshold_model):
+    volume = _ct_volume(
+        (20, 18, 9), blobs=[(slice(4, 9), slice(5, 10), slice(2, 6)), (slice(13, 15), slice(12, 14), slice(6, 7))]
+    )
+    _run_batch(
+        threshold_model,
+        _nifti(tmp_path / "ct.nii.gz", volume),
+        tmp_path / "out",
+        keep_largest_component=False,
+        save_overlay=False,
+    )
+    assert (
+        np.count_nonzero(np.asarray(nib.load(str(tmp_path / "out" / "ct_seg.nii.gz")).dataobj)) == 5 * 5 * 4 + 2 * 2 * 1
+    )
+
+
+def test_dicom_input_gives_nifti_in_its_geometry_and_a_seg_referencing_it(tmp_path, threshold_model):
+    volume = _ct_volume((16, 14, 8))
+    series_uid = generate_uid()
+    folder = _write_series(tmp_path / "series.7", volume, series_uid=series_uid, reverse_numbers=True)
+    out = tmp_path / "out"
+    _run_batch(threshold_model, folder, out, save_dicom_seg=True)
+    seg = nib.load(str(out / "series.7_seg.nii.gz"))  # the case keeps its whole folder name
+    image = load_input(folder)
+    assert seg.shape == tuple(image.shape[1:])
+    np.testing.assert_allclose(seg.affine, image.affine.numpy(), atol=1e-5)
+    mask = np.asarray(seg.dataobj)
+    np.testing.assert_array_equal(mask, (image[0].numpy() > BLOB_HU).astype(np.uint8))
+    dcm = pydicom.dcmread(out / "series.7_seg.dcm")
+    assert dcm.Modality == "SEG" and dcm.SOPClassUID == SegmentationStorage
+    assert dcm.StudyInstanceUID == pydicom.dcmread(next(folder.iterdir())).StudyInstanceUID
+    assert dcm.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
+    sources, _ = read_series(folder, stop_before_pixels=True)
+    slice_of = {ds.SOPInstanceUID: k for k, ds in enumerate(sources)}
+    frames = dcm.pixel_array.reshape(-1, dcm.Rows, dcm.Columns)
+    for frame, group in zip(frames, dcm.PerFrameFunctionalGroupsSequence):
+        k = slice_of[group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
+        np.testing.assert_array_equal(frame, mask[:, :, k].T)  # SEG frame (rows, columns) of source slice k
+    assert frames.sum() == mask.sum() > 0
+
+
+def test_existing_outputs_are_skipped_or_refused_never_overwritten(tmp_path, threshold_model):
+    _nifti(tmp_path / "done.nii.gz", _ct_volume((12, 12, 6)))
+    _nifti(tmp_path / "stray.nii.gz", _ct_volume((12, 12, 6)))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "done_seg.nii.gz").write_bytes(b"earlier mask")
+    (out / "stray_seg_overlay.png").write_bytes(b"earlier picture")
+    (out / "summary.csv").write_text("earlier summary")
+    with pytest.raises(BatchInferenceError, match="1 of 2 cases failed"):
+        _run_batch(threshold_model, tmp_path, out)
+    assert (out / "done_seg.nii.gz").read_bytes() == b"earlier mask"
+    assert (out / "stray_seg_overlay.png").read_bytes() == b"earlier picture"
+    assert not (out / "stray_seg.nii.gz").exists()
+    rows, _ = _summary(out)
+    assert rows["done"]["status"] == "skipped-existing" and rows["stray"]["status"] == "failed"
+    assert "stray_seg_overlay.png" in rows["stray"]["error"] and "overwrite" in rows["stray"]["error"]
+    earlier = [p for p in out.glob("summary_*.csv")]
+    assert len(earlier) == 1, "each run keeps its own timestamped summary"
+    records = _run_batch(threshold_model, tmp_path, out, overwrite=True)
+    assert [r.status for r in records] == ["ok", "ok"]
+    assert nib.load(str(out / "done_seg.nii.gz")).shape == (12, 12, 6)
+    assert len(list(out.glob("summary_*.csv"))) == 2 and earlier[0].exists()
+
+
+def test_batch_goes_on_past_bad_cases_and_exits_non_zero(tmp_path, threshold_model):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    _nifti(cases / "good.nii.gz", _ct_volume((12, 12, 6)))
+    _write_series(cases / "good_series", _ct_volume((12, 10, 5)))
+    (cases / "broken.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    bad_series = _write_series(cases / "bad_series", _ct_volume((12, 10, 5)))
+    (bad_series / "junk.dcm").write_bytes(b"junk" * 100)
+    _nifti(cases / "mr.nii.gz", np.random.default_rng(0).uniform(0, 800, (12, 12, 6)))  # no air: not CT in HU
+    out = tmp_path / "out"
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(BUNDLE_ROOT / "configs" / "inference.yaml"),
+    ]
+    args += [
+        "--input_path",
+        str(cases),
+        "--output_dir",
+        str(out),
+        "--checkpoint",
+        str(threshold_model),
+        "--roi_size",
+        "[16,16,16]",
+    ]
+    args += ["--network_def", json.dumps(TINY_NET)]
+    result = subprocess.run(args, check=False, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "3 of 5 cases failed" in result.stdout + result.stderr
+    rows, report = _summary(out)
+    assert {c: r["status"] for c, r in rows.items()} == {
+        "bad_series": "failed",
+        "broken": "failed",
+        "good": "ok",
+        "good_series": "ok",
+        "mr": "failed",
+    }
+    assert (
+        "junk.dcm is not a readable DICOM file" in rows["bad_series"]["error"]
+        and str(bad_series) in rows["bad_series"]["error"]
+    )
+    assert "broken.nii.gz: cannot be read" in rows["broken"]["error"]
+    assert "not CT in Hounsfield units" in rows["mr"]["error"]
+    assert report["counts"] == {"ok": 2, "skipped-existing": 0, "failed": 3}
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("summary"))
+    assert written == [
+        "good_seg.nii.gz",
+        "good_seg_overlay.png",
+        "good_series_seg.nii.gz",
+        "good_series_seg_overlay.png",
+    ]

@@ -1,0 +1,105 @@
+"""
+Real scanner DICOM (../shared/data/real_ct, see its README.md): reading geometry and the shipped model's output
+geometry. Skipped when the folder is absent (a fresh clone has no ../shared).
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from monai.bundle import ConfigParser
+
+from scripts.dicom import read_series
+from scripts.dicom_seg import write_dicom_seg
+from scripts.loading import load_input
+from tests.bundle_cli import BUNDLE_ROOT
+
+REAL_CT = BUNDLE_ROOT.parent / "shared" / "data" / "real_ct"
+TOTALSEG_B = REAL_CT / "totalseg_b_dicom"
+IRCAD = REAL_CT / "ircad_1.1" / "PATIENT_DICOM"
+
+pytestmark = [
+    pytest.mark.real_ct,
+    pytest.mark.skipif(not REAL_CT.is_dir(), reason=f"{REAL_CT} is absent"),
+]
+
+
+def _header_affine(folder) -> tuple[np.ndarray, int]:
+    """RAS affine of (columns, rows, slices) from the headers alone, slices in InstanceNumber order."""
+    headers = sorted(
+        (pydicom.dcmread(f, stop_before_pixels=True) for f in folder.iterdir()), key=lambda d: int(d.InstanceNumber)
+    )
+    first, last = headers[0], headers[-1]
+    orientation = np.asarray(first.ImageOrientationPatient, dtype=float)
+    row_spacing, column_spacing = (float(v) for v in first.PixelSpacing)
+    lps = np.eye(4)
+    lps[:3, 0] = orientation[:3] * column_spacing
+    lps[:3, 1] = orientation[3:] * row_spacing
+    lps[:3, 2] = (np.asarray(last.ImagePositionPatient, float) - np.asarray(first.ImagePositionPatient, float)) / (
+        len(headers) - 1
+    )
+    lps[:3, 3] = np.asarray(first.ImagePositionPatient, float)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, len(headers)
+
+
+@pytest.mark.parametrize(
+    "folder, shape, spacing",
+    [(TOTALSEG_B, (512, 512, 20), (0.977, 0.977, 2.0)), (IRCAD, (512, 512, 129), (0.57, 0.57, 1.6))],
+    ids=["totalseg_b_jpeg2000", "ircad_1.1"],
+)
+def test_real_series_geometry(folder, shape, spacing):
+    image = load_input(folder)
+    assert tuple(image.shape) == (1, *shape)  # README: shape
+    np.testing.assert_allclose(
+        np.linalg.norm(image.affine.numpy()[:3, :3], axis=0), spacing, atol=1e-3
+    )  # README: spacing
+    expected, slices = _header_affine(folder)
+    assert slices == shape[2]
+    np.testing.assert_allclose(image.affine.numpy(), expected, atol=1e-4)
+    assert image.min() == -1024.0 and image.max() > 1000.0  # rescaled to HU: air and bone
+
+
+def test_totalseg_organ_map_lies_on_soft_tissue():
+    """Read with our geometry, the CT under TotalSegmentator's spleen, liver and pancreas is soft tissue; any axis flip breaks this."""
+    image = load_input(TOTALSEG_B)
+    ct = nib.as_closest_canonical(nib.Nifti1Image(image[0].numpy(), image.affine.numpy()))
+    organs = nib.as_closest_canonical(nib.load(str(REAL_CT / "totalseg_b_seg.nii.gz")))
+    assert ct.shape == organs.shape
+    np.testing.assert_allclose(ct.affine, organs.affine, atol=1e-3)
+    hu, labels = np.asarray(ct.dataobj), np.asarray(organs.dataobj)
+    for label in (1, 5, 7):  # spleen, liver, pancreas
+        values = hu[labels == label]
+        assert values.size > 1000 and ((values > -50) & (values < 300)).mean() > 0.99, label
+
+
+def test_seg_of_an_anonymised_series_is_refused_clearly(tmp_path):
+    sources, _ = read_series(TOTALSEG_B, stop_before_pixels=True)  # its UIDs were emptied by the anonymiser
+    with pytest.raises(ValueError, match="no SOPClassUID: a DICOM SEG cannot reference this series"):
+        write_dicom_seg(np.zeros((20, 512, 512), np.uint8), sources, tmp_path / "seg.dcm")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def totalseg_inference(tmp_path_factory):
+    """The shipped model on the JPEG 2000 series through the inference config (about 20 s on 2 cores)."""
+    out = tmp_path_factory.mktemp("totalseg_b")
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.yaml"))
+    parser.update({"bundle_root": str(BUNDLE_ROOT), "input_path": str(TOTALSEG_B), "output_dir": str(out)})
+    return parser.get_parsed_content("batch_inference").run(), out
+
+
+def test_shipped_model_output_has_the_input_and_organ_map_geometry(totalseg_inference):
+    records, out = totalseg_inference
+    assert [(r.case, r.status) for r in records] == [("totalseg_b_dicom", "ok")]
+    mask = nib.load(str(out / "totalseg_b_dicom_seg.nii.gz"))
+    image = load_input(TOTALSEG_B)
+    assert mask.shape == tuple(image.shape[1:]) and mask.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(mask.affine, image.affine.numpy(), atol=1e-4)
+    organs = nib.as_closest_canonical(nib.load(str(REAL_CT / "totalseg_b_seg.nii.gz")))
+    canonical = nib.as_closest_canonical(mask)
+    assert canonical.shape == organs.shape
+    np.testing.assert_allclose(canonical.affine, organs.affine, atol=1e-3)
+    assert (out / "totalseg_b_dicom_seg_overlay.png").stat().st_size > 10_000
