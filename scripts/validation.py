@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import LoadImage, MapTransform
+from monai.transforms import MapTransform
 from nibabel.orientations import inv_ornt_aff, io_orientation
 from pydicom.misc import is_dicom
 
@@ -252,10 +252,15 @@ def _read_reason(path: str | os.PathLike, error: Exception) -> str:
 
 
 def _load(path: str | os.PathLike) -> tuple[MetaTensor | None, InputError | None]:
+    from scripts.loading import load_input  # the configs' loader; it imports this module, hence here
+
     if not os.path.exists(path):
         return None, InputError(path, "file not found")
     try:
-        return LoadImage(image_only=True, ensure_channel_first=True)(path), None
+        return load_input(path), None
+    except InputError as error:
+        # a reader's own finding (e.g. a DICOM series with a missing slice) is reported as it is
+        return None, error if error.__cause__ is None else InputError(path, _read_reason(path, error.__cause__))
     except Exception as error:  # any reader failure is a property of the file: report it, never crash
         return None, InputError(path, _read_reason(path, error))
 
@@ -272,9 +277,9 @@ def check_case(
     """
     Load one datalist item and return its problems, at most one ``InputError`` per file.
 
-    Files are read with ``LoadImage(image_only=True, ensure_channel_first=True)`` and its default reader
-    choice: NIfTI, NRRD (needs ``pynrrd``) and DICOM series folders. A missing, truncated or unreadable
-    file is reported, never raised. ``label_key=None`` checks the image alone (e.g. test cases).
+    Files are read as the configs read them (``scripts.loading.load_input``: NIfTI, NRRD, MetaImage with
+    ``itk``, DICOM series folders with their series checks). A missing, truncated or unreadable file is
+    reported, never raised. ``label_key=None`` checks the image alone (e.g. test cases).
     ``image_problems_kwargs`` go to ``image_problems``.
     """
     image_path = item[image_key]

@@ -89,7 +89,7 @@ def test_unreadable_dicom_series(tmp_path):
     for k in range(3):
         (series / f"1-{k:03d}.dcm").write_bytes(b"not DICOM" * 50)
     error = only_error(check_case({"image": str(series)}, label_key=None), str(series))
-    assert error.reason.startswith("cannot be read as a DICOM series (0 of 3 files are DICOM;")
+    assert error.reason.startswith("1-000.dcm is not a readable DICOM file")
 
 
 def test_2d_image(tmp_path):
