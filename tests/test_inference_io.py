@@ -419,14 +419,29 @@ def test_existing_outputs_are_skipped_or_refused_never_overwritten(tmp_path, thr
 
 
 def test_batch_goes_on_past_bad_cases_and_exits_non_zero(tmp_path, threshold_model):
+    """Every kind of bad inference input among good ones: each is reported with its reason, no good case is lost."""
     cases = tmp_path / "cases"
     cases.mkdir()
-    _nifti(cases / "good.nii.gz", _ct_volume((12, 12, 6)))
+    volume = _ct_volume((12, 12, 6))
+    _nifti(cases / "good.nii.gz", volume)
     _write_series(cases / "good_series", _ct_volume((12, 10, 5)))
+    # smaller than the 16^3 window in every dimension: valid, padded by the sliding window
+    _nifti(cases / "small.nii.gz", _ct_volume((7, 7, 3), blobs=((slice(3, 5), slice(3, 5), slice(0, 2)),)))
     (cases / "broken.nii.gz").write_bytes(b"\x1f\x8b truncated")
     bad_series = _write_series(cases / "bad_series", _ct_volume((12, 10, 5)))
     (bad_series / "junk.dcm").write_bytes(b"junk" * 100)
     _nifti(cases / "mr.nii.gz", np.random.default_rng(0).uniform(0, 800, (12, 12, 6)))  # no air: not CT in HU
+    _nifti(cases / "two_d.nii.gz", volume[:, :, 0])
+    _nifti(cases / "four_d.nii.gz", np.stack([volume, volume], axis=-1))
+    nan = volume.copy()
+    nan[5, 5, 2], nan[6, 6, 3] = np.nan, np.inf
+    nib.save(nib.Nifti1Image(nan, np.diag([2.0, 2.0, 2.0, 1.0])), str(cases / "nan.nii.gz"))
+    gap_series = _write_series(cases / "gap_series", _ct_volume((12, 10, 6)))
+    sorted(gap_series.iterdir(), key=lambda f: pydicom.dcmread(f).InstanceNumber)[2].unlink()
+    mixed_series = _write_series(cases / "mixed_series", _ct_volume((12, 10, 5)))
+    _write_series(tmp_path / "other", _ct_volume((12, 10, 2)), origin=(0.0, 0.0, 100.0))
+    for f in (tmp_path / "other").iterdir():
+        f.rename(mixed_series / f"other_{f.name}")
     out = tmp_path / "out"
     args = [
         sys.executable,
@@ -449,14 +464,13 @@ def test_batch_goes_on_past_bad_cases_and_exits_non_zero(tmp_path, threshold_mod
     args += ["--network_def", json.dumps(TINY_NET)]
     result = subprocess.run(args, check=False, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "3 of 5 cases failed" in result.stdout + result.stderr
+    assert "8 of 11 cases failed" in result.stdout + result.stderr
     rows, report = _summary(out)
+    good = {"good", "good_series", "small"}
     assert {c: r["status"] for c, r in rows.items()} == {
-        "bad_series": "failed",
-        "broken": "failed",
-        "good": "ok",
-        "good_series": "ok",
-        "mr": "failed",
+        c: "ok" if c in good else "failed"
+        for c in ("bad_series", "broken", "four_d", "gap_series", "good", "good_series", "mixed_series", "mr",
+                  "nan", "small", "two_d")
     }
     assert (
         "junk.dcm is not a readable DICOM file" in rows["bad_series"]["error"]
@@ -464,11 +478,19 @@ def test_batch_goes_on_past_bad_cases_and_exits_non_zero(tmp_path, threshold_mod
     )
     assert "broken.nii.gz: cannot be read" in rows["broken"]["error"]
     assert "not CT in Hounsfield units" in rows["mr"]["error"]
-    assert report["counts"] == {"ok": 2, "skipped-existing": 0, "failed": 3}
+    assert "two_d.nii.gz: not a 3D image" in rows["two_d"]["error"]
+    assert "four_d.nii.gz: 2 channels" in rows["four_d"]["error"]
+    assert "nan.nii.gz: non-finite voxels: 1 NaN, 1 Inf" in rows["nan"]["error"]
+    assert f"{gap_series}: " in rows["gap_series"]["error"] and "missing slice" in rows["gap_series"]["error"]
+    assert f"{mixed_series}: mixes 2 DICOM series" in rows["mixed_series"]["error"]
+    assert float(rows["small"]["pancreas_volume_ml"]) > 0
+    assert report["counts"] == {"ok": 3, "skipped-existing": 0, "failed": 8}
     written = sorted(p.name for p in out.iterdir() if not p.name.startswith("summary"))
     assert written == [
         "good_seg.nii.gz",
         "good_seg_overlay.png",
         "good_series_seg.nii.gz",
         "good_series_seg_overlay.png",
+        "small_seg.nii.gz",
+        "small_seg_overlay.png",
     ]
