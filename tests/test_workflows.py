@@ -122,6 +122,20 @@ def test_evaluate_writes_per_case_metrics(trained, tmp_path):
             assert all(v >= 0.0 or np.isnan(v) for v in values)
         assert (out / f"{metric}_summary.csv").is_file()
     assert (out / "metrics.csv").is_file()
+    assert not list(out.glob(".partial-*")), "staging folder left behind"
+    # a second evaluation into the same folder is refused before it runs and leaves the report as it was
+    report = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(AssertionError, match="holds an earlier report"):
+        run_bundle(
+            "run",
+            ["train.yaml", "evaluate.yaml"],
+            checkpoint=str(root / "run" / "models" / "model.pt"),
+            dataset_dir=str(tmp_path / "phantom_test"),
+            output_dir=str(out),
+            phantom_cases=2,
+            num_workers=0,
+        )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == report
 
 
 def _assert_same_geometry(image_file, mask_file):

@@ -5,10 +5,12 @@
 
 from .evaluator import BUNDLE_ROOT, BundleEvaluator, CaseError, CaseEvaluator, DomainEvaluator
 from .labelled_sets import LabelledSet, read_test_sets
+from .metrics_saver import AtomicMetricsSaver
 from .report import REPORT_FILES, MetricColumn, summarize, write_report
 from .volume_metric import RelativeVolumeErrorMetric
 
 __all__ = [
+    "AtomicMetricsSaver",
     "BUNDLE_ROOT",
     "REPORT_FILES",
     "BundleEvaluator",

@@ -1,0 +1,47 @@
+"""MONAI's ``MetricsSaver`` whose report appears all at once and never replaces an earlier one by accident."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ignite.engine import Engine
+from monai.handlers import MetricsSaver
+
+__all__ = ["AtomicMetricsSaver"]
+
+
+class AtomicMetricsSaver(MetricsSaver):
+    """
+    ``MetricsSaver`` (same arguments) that writes its CSV files into a temporary folder inside ``save_dir`` and
+    moves them into place when all are written, so an interrupted evaluation leaves no partial report.
+
+    A ``save_dir`` that already holds files (an earlier evaluation's report) is refused when the handler is
+    created, before anything is evaluated, unless ``overwrite`` is true.
+    """
+
+    def __init__(self, save_dir: str, *args: Any, overwrite: bool = False, **kwargs: Any) -> None:
+        super().__init__(save_dir, *args, **kwargs)
+        self.report_dir = Path(save_dir)
+        earlier = sorted(p.name for p in self.report_dir.iterdir() if p.is_file()) if self.report_dir.is_dir() else []
+        if earlier and not overwrite:
+            shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+            raise FileExistsError(
+                f"{self.report_dir} holds an earlier report ({shown}); set overwrite to true to replace it, or "
+                "choose another output_dir"
+            )
+
+    def __call__(self, engine: Engine) -> None:
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.report_dir))
+        try:
+            self.save_dir = str(staging)
+            super().__call__(engine)
+            for file in staging.iterdir():
+                os.replace(file, self.report_dir / file.name)
+        finally:
+            self.save_dir = str(self.report_dir)
+            shutil.rmtree(staging, ignore_errors=True)
