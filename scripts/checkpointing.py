@@ -6,7 +6,6 @@ import inspect
 import logging
 import os
 import re
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
 from scripts.random_state import global_rng_state, set_global_rng_state
+from scripts.writers import atomic_path
 
 __all__ = ["AtomicCheckpointSaver", "ResumableCheckpointer", "atomic_torch_save", "load_latest_checkpoint"]
 
@@ -29,17 +29,10 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the target folder, then rename it into place: never a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
+    with atomic_path(path) as partial, open(partial, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

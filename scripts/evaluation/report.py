@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from scripts.writers import atomic_path
 
 __all__ = ["CASE_FIELDS", "REPORT_FILES", "SUMMARY_FIELDS", "MetricColumn", "check_outputs", "summarize", "write_report"]
 
@@ -77,15 +78,11 @@ def check_outputs(output_dir: str | Path, overwrite: bool = False) -> dict[str, 
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object], overwrite: bool) -> None:
-    """``write(tmp)`` to a hidden temporary file next to ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
+    """``write(tmp)`` to a temporary file next to ``path``, then rename it into place (``overwrite`` or new)."""
+    with atomic_path(path) as tmp:
         write(tmp)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+from scripts.writers import atomic_path
 
 from .anatomy import ORGAN_LABELS
 from .case import generate_case
@@ -32,23 +33,13 @@ def case_seed(seed: int, domain: str, index: int) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(domain.encode()), index]).generate_state(1)[0])
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` on a hidden temporary name next to ``path`` (same suffixes), then rename it."""
-    suffix = "".join(path.suffixes)
-    tmp = path.with_name(f".{path.name[: len(path.name) - len(suffix)]}.tmp{os.getpid()}{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img = nib.Nifti1Image(array, affine)
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    _atomic_write(path, lambda tmp: nib.save(img, tmp))
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
 
 
 def _phantom_record(dom: AcquisitionDomain, cases: int, seed: int, organ_labels: bool) -> dict[str, Any]:
@@ -118,7 +109,8 @@ def write_dataset(
         "test": [],
         "phantom": _phantom_record(dom, int(cases), int(seed), bool(organ_labels)),
     }
-    _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    with atomic_path(meta_path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 

@@ -28,9 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from scripts.validation import MSD_PANCREAS_LABELS, DatalistError, InputError, check_datalist
+from scripts.validation import (
+    MSD_PANCREAS_LABELS,
+    DatalistError,
+    InputError,
+    check_datalist,
+)
+from scripts.writers import atomic_path
 
-__all__ = ["Case", "assign_folds", "atomic_write", "case_name", "prepare_datalist", "split_cases"]
+__all__ = ["Case", "assign_folds", "case_name", "prepare_datalist", "split_cases"]
 
 SPLITS = ("training", "validation", "test")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
@@ -62,17 +68,6 @@ def case_name(path: str | os.PathLike, postfix: str = "") -> str:
             name = name[: -len(suffix)]
             break
     return name[: -len(postfix)] if postfix and name.endswith(postfix) else name
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a hidden temporary file beside ``path`` (same suffixes), then rename it to ``path``."""
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name[: len(path.name) - len(suffix)]}.tmp{os.getpid()}{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_split_options(val_fraction: float, test_fraction: float, folds: int = 0) -> None:
@@ -144,7 +139,8 @@ def _datalist_error(cases: Sequence[Case], problems: dict[str, list[InputError]]
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2) + "\n"))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=2) + "\n")
 
 
 def prepare_datalist(

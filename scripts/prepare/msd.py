@@ -21,8 +21,9 @@ import numpy as np
 from monai.apps import DecathlonDataset, download_and_extract
 
 from scripts.validation import MSD_PANCREAS_LABELS, InputError
+from scripts.writers import atomic_path
 
-from .datalist import Case, atomic_write, case_name, prepare_datalist
+from .datalist import Case, case_name, prepare_datalist
 
 __all__ = ["TASK", "download_msd", "msd", "msd_cases", "relabel"]
 
@@ -83,7 +84,8 @@ def relabel(case: Case, mapping: Mapping[int, int], labels_dir: Path) -> Case:
     image = nib.Nifti1Image(merged, source.affine, source.header)
     image.set_data_dtype(np.uint8)
     image.header.set_slope_inter(1, 0)
-    atomic_write(target, partial(nib.save, image))
+    with atomic_path(target) as tmp:
+        nib.save(image, tmp)
     return Case(case.name, case.image, str(target), case.needs_label)
 
 
