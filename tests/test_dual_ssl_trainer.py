@@ -192,3 +192,11 @@ def test_state_dict_carries_the_ssl_generators_through_a_checkpoint():
     for a, b in zip(expected, restored):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert resumed.state.iteration == 1
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_foreground_of_logits_equals_argmax_above_background(classes):
+    from scripts.engines.dual_ssl_trainer import _foreground
+
+    logits = torch.randn(2, classes, 7, 6, 5, generator=torch.Generator().manual_seed(classes))
+    assert torch.equal(_foreground(logits), logits.argmax(dim=1, keepdim=True) > 0)

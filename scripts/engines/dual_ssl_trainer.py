@@ -27,6 +27,12 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
+def _foreground(logits: torch.Tensor) -> torch.Tensor:
+    """Voxels whose most likely class is not background, (B, 1, *S) bool: argmax(dim=1) > 0 without the argmax,
+    which is slow along the channel dimension on CPU (about 100x a max and a comparison)."""
+    return logits[:, 1:].amax(dim=1, keepdim=True) > logits[:, :1]
+
+
 def loss_terms(output: Any) -> dict[str, float]:
     """``output_transform`` for Stats/TensorBoard handlers: every loss term of the iteration, by name."""
     first = output[0] if isinstance(output, Sequence) and not isinstance(output, dict) else output
@@ -179,7 +185,7 @@ class DualSSLTrainer(SupervisedTrainer):
                     engine._map(batchdata, engine.skeleton_key),
                     engine._map(batchdata, engine.ring_key),
                     targets,
-                    logits.detach().argmax(dim=1, keepdim=True),
+                    _foreground(logits.detach()),
                     num_positive=engine.num_positive,
                     num_negative=engine.num_negative,
                     hard_negative_ratio=engine.hard_negative_ratio,
