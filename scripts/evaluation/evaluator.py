@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 from monai.data import DataLoader
-from monai.transforms import LoadImage
+
+from scripts.loading import load_input
 
 __all__ = ["BUNDLE_ROOT", "BundleEvaluator", "CaseError", "CaseEvaluator", "DomainEvaluator"]
 
@@ -44,6 +45,9 @@ class BundleEvaluator:
         self.parser.read_config([str(BUNDLE_ROOT / "configs" / name) for name in CONFIG_FILES])
         self.parser.update(self.overrides)
         self.evaluator = self.parser.get_parsed_content("validate#evaluator")
+        # one complete run per call: with ignite's interrupt/resume generator, a run that raised would make the
+        # next run return at once without evaluating (as scripts.batch.BatchInference does)
+        self.evaluator.interrupt_resume_enabled = False
         self.network = self.parser.get_parsed_content("network")
 
     def load_weights(self, checkpoint: str | Path) -> None:
@@ -130,7 +134,6 @@ class CaseEvaluator(BundleEvaluator):
         try:
             self.evaluator.run()
         except Exception as error:
-            self._build()  # an ignite engine that raised skips its next run: start from a fresh one
             raise CaseError(f"evaluating {item['image']} failed: {_reason(error)}") from error
         return {name: float(v.flatten()[0]) for name, v in self.evaluator.state.metric_details.items()}
 
@@ -139,7 +142,7 @@ class CaseEvaluator(BundleEvaluator):
         """Which file could not be read and why, or else the preprocessing error of the pair."""
         for key in ("image", "label"):
             try:
-                LoadImage(image_only=True)(item[key])
+                load_input(item[key])
             except Exception as load_error:
                 return f"cannot read {key} {item[key]}: {_reason(load_error)}"
         return f"preprocessing {item['image']} with {item['label']} failed: {_reason(error)}"
