@@ -200,3 +200,15 @@ def test_foreground_of_logits_equals_argmax_above_background(classes):
 
     logits = torch.randn(2, classes, 7, 6, 5, generator=torch.Generator().manual_seed(classes))
     assert torch.equal(_foreground(logits), logits.argmax(dim=1, keepdim=True) > 0)
+
+
+@pytest.mark.parametrize("bfloat16", [False, True])
+def test_entropy_pass_runs_in_bfloat16_only_when_asked(bfloat16):
+    trainer, batch = _trainer(0.0, 1.0, entropy_bfloat16=bfloat16)
+    seen = []
+    first_conv = next(m for m in trainer.network.modules() if isinstance(m, torch.nn.Conv3d))
+    first_conv.register_forward_pre_hook(lambda module, args: seen.append(torch.is_autocast_enabled("cpu")))
+    trainer.state.iteration = 1
+    output = trainer._iteration(trainer, batch)
+    assert seen == [bfloat16, False], "entropy pass first (bfloat16 if asked), then the training pass in float32"
+    assert torch.isfinite(output["loss"]) and output["loss_restoration"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import nullcontext
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,6 +68,8 @@ class DualSSLTrainer(SupervisedTrainer):
         corruption: defaults to ``RandUncertaintyCorruption()``.
         num_positive, num_negative, hard_negative_ratio: see ``scripts.losses.sample_structure_voxels``.
         entropy_top_percent: share of most uncertain voxels added to the band; 0 skips the extra forward pass.
+        entropy_bfloat16: run that no-grad forward pass in bfloat16 autocast (about 2x faster on CPUs with
+            bfloat16 support; only the ranking of the entropy is used). Off: the pass runs in the training dtype.
         ssl_start_iteration: first iteration (1-based) with SSL terms.
         ssl_rampup_iterations: iterations of the linear ramp of the SSL weight.
         skeleton_key, ring_key, band_key: batch keys of the structure maps.
@@ -88,6 +91,7 @@ class DualSSLTrainer(SupervisedTrainer):
         num_negative: int = 128,
         hard_negative_ratio: float = 0.25,
         entropy_top_percent: float = 5.0,
+        entropy_bfloat16: bool = False,
         ssl_start_iteration: int = 1,
         ssl_rampup_iterations: int = 0,
         skeleton_key: str = "skeleton",
@@ -109,6 +113,7 @@ class DualSSLTrainer(SupervisedTrainer):
         self.num_negative = num_negative
         self.hard_negative_ratio = hard_negative_ratio
         self.entropy_top_percent = entropy_top_percent
+        self.entropy_bfloat16 = entropy_bfloat16
         self.ssl_start_iteration = ssl_start_iteration
         self.ssl_rampup_iterations = ssl_rampup_iterations
         self.skeleton_key, self.ring_key, self.band_key = skeleton_key, ring_key, band_key
@@ -169,7 +174,12 @@ class DualSSLTrainer(SupervisedTrainer):
             if use_restoration:
                 region = engine._map(batchdata, engine.band_key) > 0
                 if engine.entropy_top_percent > 0:
-                    with torch.no_grad():
+                    low_precision = (
+                        torch.autocast(inputs.device.type, dtype=torch.bfloat16)
+                        if engine.entropy_bfloat16
+                        else nullcontext()
+                    )
+                    with torch.no_grad(), low_precision:
                         probabilities = F.softmax(engine.network(inputs).float(), dim=1)
                     region = uncertainty_region(region, probabilities, engine.entropy_top_percent)
                 network_input, corrupted = engine.corruption(inputs, region)
