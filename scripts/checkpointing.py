@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import re
@@ -55,16 +54,16 @@ class _AtomicDiskSaver(DiskSaver):
 class AtomicCheckpointSaver(CheckpointSaver):
     """
     MONAI's ``CheckpointSaver`` (same arguments) whose files are written atomically: a kill while saving leaves
-    the previous file intact. Unlike MONAI's, it saves no "final" checkpoint when training raises. ``state_dict`` / ``load_state_dict`` carry the best-key-metric record, so a
-    resumed run only replaces the best model with a better one.
+    the previous file intact. Unlike MONAI's, it saves no "final" checkpoint when training raises.
+    ``state_dict`` / ``load_state_dict`` carry the best-key-metric record, so a resumed run only replaces the
+    best model with a better one.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        arguments = inspect.signature(CheckpointSaver).bind(*args, **kwargs).arguments
+    def __init__(self, *args: Any, key_metric_filename: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, key_metric_filename=key_metric_filename, **kwargs)
         for checkpoint, filename in (
             (self._final_checkpoint, self._final_filename),
-            (self._key_metric_checkpoint, arguments.get("key_metric_filename")),
+            (self._key_metric_checkpoint, key_metric_filename),
             (self._interval_checkpoint, None),
         ):
             if checkpoint is not None:
@@ -85,6 +84,12 @@ class AtomicCheckpointSaver(CheckpointSaver):
             super().load_state_dict(state_dict)
 
 
+def _resume_files(save_dir: Path) -> list[Path]:
+    """The ``resume_iteration=<N>.pt`` files in ``save_dir``, oldest (smallest N) first."""
+    found = ((RESUME_PATTERN.match(p.name), p) for p in save_dir.glob("resume_iteration=*.pt"))
+    return [p for _, p in sorted((int(m.group(1)), p) for m, p in found if m)]
+
+
 def load_latest_checkpoint(save_dir: str | Path) -> tuple[Path, dict] | None:
     """
     The newest readable ``resume_iteration=<N>.pt`` in ``save_dir`` and its content, or ``None`` if there is none.
@@ -93,10 +98,7 @@ def load_latest_checkpoint(save_dir: str | Path) -> tuple[Path, dict] | None:
     containers (for example a pickled object that would run code) is refused like a corrupt one. A file that
     cannot be read is skipped with a warning and the previous checkpoint is used.
     """
-    candidates = sorted(
-        (int(m.group(1)), p) for p in Path(save_dir).glob("resume_iteration=*.pt") if (m := RESUME_PATTERN.match(p.name))
-    )
-    for _, path in reversed(candidates):
+    for path in reversed(_resume_files(Path(save_dir))):
         try:
             return path, torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file falls back to the previous checkpoint
@@ -145,6 +147,7 @@ class ResumableCheckpointer:
         self.epoch_level = epoch_level
         self.n_saved = n_saved
         self.resume = resume
+        self._last_saved_iteration: int | None = None
         earlier = sorted(p.name for p in self.save_dir.glob("*.pt")) if self.save_dir.is_dir() else []
         if earlier and not resume:
             raise FileExistsError(
@@ -183,11 +186,11 @@ class ResumableCheckpointer:
         logger.info(f"resumed from {path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
 
     def save(self, engine: Engine) -> None:
+        if engine.state.iteration == self._last_saved_iteration:  # the last interval save coincides with the end
+            return
         state = {name: obj.state_dict() for name, obj in self._objects(engine).items()}
         state["rng"] = global_rng_state()
         atomic_torch_save(state, self.save_dir / f"resume_iteration={engine.state.iteration}.pt")
-        saved = sorted(
-            (int(m.group(1)), p) for p in self.save_dir.glob("resume_iteration=*.pt") if (m := RESUME_PATTERN.match(p.name))
-        )
-        for _, old in saved[: -self.n_saved]:
+        self._last_saved_iteration = engine.state.iteration
+        for old in _resume_files(self.save_dir)[: -self.n_saved]:
             old.unlink()

@@ -9,6 +9,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from scripts.transforms import predictive_entropy as class_entropy
+
 __all__ = ["PredictiveEntropyd", "predictive_entropy"]
 
 
@@ -22,7 +24,7 @@ def predictive_entropy(probabilities: torch.Tensor) -> torch.Tensor:
     """
     if probabilities.shape[0] == 1:
         probabilities = torch.cat([probabilities, 1.0 - probabilities])
-    return -torch.xlogy(probabilities, probabilities).sum(dim=0, keepdim=True)
+    return class_entropy(probabilities, dim=0, normalize=False)
 
 
 class PredictiveEntropyd(MapTransform):

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from scripts import inputs
 from scripts.validation import (
     MSD_PANCREAS_LABELS,
     DatalistError,
@@ -36,10 +37,11 @@ from scripts.validation import (
 )
 from scripts.writers import atomic_path
 
-__all__ = ["Case", "assign_folds", "case_name", "prepare_datalist", "split_cases"]
+__all__ = ["PANCREAS_LABELS", "Case", "assign_folds", "case_name", "prepare_datalist", "split_cases"]
 
 SPLITS = ("training", "validation", "test")
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+PANCREAS_LABELS = {"0": "background", "1": "pancreas"}
+"""``labels`` entry of a datalist whose labels are 0 background and 1 pancreas."""
 logger = logging.getLogger(__name__)
 
 
@@ -61,12 +63,8 @@ class Case:
 
 
 def case_name(path: str | os.PathLike, postfix: str = "") -> str:
-    """File or folder name without its image suffix (``IMAGE_SUFFIXES``) and without ``postfix`` at its end."""
-    name = Path(path).name
-    for suffix in IMAGE_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    """The name inference gives the case (``scripts.inputs.case_name``) without ``postfix`` at its end."""
+    name = inputs.case_name(path)
     return name[: -len(postfix)] if postfix and name.endswith(postfix) else name
 
 
@@ -169,7 +167,8 @@ def prepare_datalist(
     it raises is a problem of that case too.
 
     Args:
-        info: top-level entries of the JSON (``name``, ``description``, ``labels``, ...).
+        info: top-level entries of the JSON (``name``, ``description``, ``labels``); ``tensorImageSize`` (3D)
+            and ``modality`` (CT) are added.
         val_fraction, test_fraction, seed: see ``split_cases``.
         folds: > 1 adds a ``fold`` index to every training entry (``assign_folds``).
         overwrite: replace existing output files; otherwise they raise ``FileExistsError``.
@@ -223,7 +222,7 @@ def prepare_datalist(
         return item
 
     folder.mkdir(parents=True, exist_ok=True)
-    content = dict(info)
+    content = {**info, "tensorImageSize": "3D", "modality": {"0": "CT"}}
     content["split"] = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction, "folds": folds}
     for key in ("training", "validation"):
         content[key] = [entry(labelled[name]) for name in split[key]]

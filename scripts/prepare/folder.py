@@ -17,7 +17,7 @@ from pathlib import Path
 
 from scripts.validation import MSD_PANCREAS_LABELS, InputError
 
-from .datalist import Case, case_name, prepare_datalist
+from .datalist import PANCREAS_LABELS, Case, case_name, prepare_datalist
 
 __all__ = ["folder", "folder_cases"]
 
@@ -92,9 +92,7 @@ def folder(
     info = {
         "name": "folder",
         "description": f"datalist of images {images} and labels {labels} written by python -m scripts.prepare folder",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": {"0": "background", "1": "pancreas"},
+        "labels": PANCREAS_LABELS,
     }
     return str(
         prepare_datalist(

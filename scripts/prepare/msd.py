@@ -145,8 +145,6 @@ def msd(
     info = {
         "name": meta.get("name", TASK),
         "description": f"datalist of {root_path} written by python -m scripts.prepare msd",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
         "labels": labels,
     }
     return str(

@@ -4,7 +4,7 @@ Datalist of NIH Pancreas-CT as TCIA distributes it: DICOM series plus NIfTI labe
 Layout read: ``root/Pancreas-CT/PANCREAS_0001/<study>/<series>/*.dcm`` (one CT series per patient;
 ``root`` may also be the ``Pancreas-CT`` folder itself) and ``labels/label0001.nii.gz`` (0 background,
 1 pancreas). Patients and labels are matched by number. The datalist points the image at the DICOM
-series folder, which ``LoadImage`` reads directly, or, with ``convert_to``, at a NIfTI copy stored in
+series folder, which the configs' loader (``scripts.loading``) reads directly, or, with ``convert_to``, at a NIfTI copy stored in
 the label's axis order, so image and label share shape and affine.
 
 The NIH labels are known to need orientation care relative to the DICOM: every pair is checked on
@@ -21,12 +21,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.transforms import LoadImage, Orientation
+from monai.transforms import Orientation
 
+from scripts.loading import load_input
 from scripts.validation import InputError
 from scripts.writers import AtomicNibabelWriter
 
-from .datalist import Case, prepare_datalist
+from .datalist import PANCREAS_LABELS, Case, prepare_datalist
 
 __all__ = ["LABEL_VALUES", "convert_series", "nih", "nih_cases"]
 
@@ -43,10 +44,7 @@ def convert_series(series: Path, label: Path, target: Path) -> None:
 
     Raises ``InputError`` naming the series when it cannot be read.
     """
-    try:
-        image = LoadImage(image_only=True, ensure_channel_first=True)(series)
-    except Exception as error:  # any reader failure is a property of the series: report it
-        raise InputError(series, f"cannot be read as a DICOM series ({type(error).__name__}: {error})") from error
+    image = load_input(series)  # the configs' loader, with its series checks; raises InputError naming it
     image = Orientation(axcodes="".join(nib.aff2axcodes(nib.load(label).affine)), labels=None)(image)
     integral = bool(torch.equal(image, image.round())) and -32768 <= float(image.min()) <= float(image.max()) < 32768
     writer = AtomicNibabelWriter(output_dtype=np.int16 if integral else np.float32)
@@ -142,9 +140,7 @@ def nih(
     info = {
         "name": "NIH-Pancreas-CT",
         "description": f"datalist of {root} and {labels} written by python -m scripts.prepare nih",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": {"0": "background", "1": "pancreas"},
+        "labels": PANCREAS_LABELS,
     }
     return str(
         prepare_datalist(

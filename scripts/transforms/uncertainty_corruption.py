@@ -14,22 +14,24 @@ from scripts.random_state import LazyDeviceGenerator
 __all__ = ["predictive_entropy", "uncertainty_region", "RandUncertaintyCorruption"]
 
 
-def predictive_entropy(probabilities: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def predictive_entropy(probabilities: torch.Tensor, dim: int = 1, normalize: bool = True) -> torch.Tensor:
     """
-    Voxel-wise predictive entropy normalised to [0, 1].
+    Voxel-wise predictive entropy over the class dimension ``dim``.
 
     Args:
-        probabilities: softmax probabilities, shape ``(B, C, *spatial)`` with ``C >= 2``.
-        eps: lower clamp of the probabilities inside the logarithm.
+        probabilities: class probabilities, e.g. ``(B, C, *spatial)`` with ``dim=1`` (``C >= 2``).
+        dim: the class dimension.
+        normalize: divide by ``log C``, so that the result is in [0, 1]; otherwise nats, in [0, log C].
 
     Returns:
-        ``-sum_c p_c log p_c / log C``, shape ``(B, 1, *spatial)``: 1 for a uniform, 0 for a one-hot prediction.
+        ``-sum_c p_c log p_c`` (``0 log 0 = 0``), the class dimension kept with size 1, e.g. ``(B, 1, *spatial)``:
+        maximal for a uniform, 0 for a one-hot prediction.
     """
-    num_classes = probabilities.shape[1]
+    num_classes = probabilities.shape[dim]
     if num_classes < 2:
         raise ValueError(f"at least two classes are needed, got {num_classes}.")
-    entropy = -(probabilities * probabilities.clamp_min(eps).log()).sum(dim=1, keepdim=True)
-    return (entropy / math.log(num_classes)).clamp(0.0, 1.0)
+    entropy = -torch.xlogy(probabilities, probabilities).sum(dim=dim, keepdim=True)
+    return (entropy / math.log(num_classes)).clamp(0.0, 1.0) if normalize else entropy
 
 
 def uncertainty_region(band: torch.Tensor, probabilities: torch.Tensor, top_percent: float) -> torch.Tensor:
