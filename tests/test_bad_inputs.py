@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -83,8 +84,8 @@ def test_training_refuses_to_start_and_reports_every_bad_case(tmp_path):
     args = ["train.yaml"]
     configs = json.dumps([str(BUNDLE_ROOT / "configs" / name) for name in args])
     result = subprocess.run(
-        ["python", "-m", "monai.bundle", "run", "--config_file", configs, "--dataset_dir", str(data),
-         "--generate_phantom", "False", "--output_dir", str(tmp_path / "run"), "--num_workers", "0"],
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--dataset_dir", str(data),
+         "--output_dir", str(tmp_path / "run"), "--num_workers", "0"],
         cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode != 0
@@ -108,7 +109,6 @@ def test_a_volume_smaller_than_the_patch_trains(tmp_path):
         "run",
         ["train.yaml"],
         dataset_dir=str(data),
-        generate_phantom=False,
         output_dir=str(tmp_path / "run"),
         num_workers=0,
         max_epochs=1,

@@ -13,6 +13,8 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 
+from scripts.bundle import bundle_parser
+
 from tests.bundle_cli import BUNDLE_ROOT
 
 CONFIGS = BUNDLE_ROOT / "configs"
@@ -20,8 +22,7 @@ MAX_WEIGHTS_BYTES = 25 * 2**20
 
 
 def _config(*names: str) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / n) for n in names])
+    parser = bundle_parser(names)
     return parser
 
 
@@ -127,3 +128,75 @@ def test_shipped_torchscript_equals_shipped_weights():
     x = torch.rand(1, 1, 64, 64, 48, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), network(x))
+
+
+def test_read_meta_gives_every_required_package_without_a_deprecation_warning():
+    import warnings
+
+    parser = ConfigParser()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parser.read_meta(str(CONFIGS / "metadata.json"))
+    required = parser["_meta_"]["required_packages_version"]
+    pins = {}
+    for line in (BUNDLE_ROOT / "requirements.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip()] = version.strip()
+    # torch, monai and numpy have keys of their own; jsonschema serves `monai.bundle verify_metadata` only
+    expected = {k: v for k, v in pins.items() if k not in {"torch", "monai", "numpy", "jsonschema"}}
+    assert required == expected
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert "optional_packages_version" not in meta
+    assert (meta["pytorch_version"], meta["monai_version"], meta["numpy_version"]) == (
+        pins["torch"], pins["monai"], pins["numpy"]
+    )
+    assert "meta_schema_20240725" in meta["schema"]
+
+
+def test_the_schema_refuses_the_deprecated_package_key():
+    schema = json.loads((BUNDLE_ROOT / "docs" / "metadata_schema.json").read_text())
+    metadata = json.loads((CONFIGS / "metadata.json").read_text())
+    deprecated = dict(metadata)
+    deprecated["optional_packages_version"] = deprecated.pop("required_packages_version")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(deprecated, schema)
+
+
+@pytest.fixture(scope="module")
+def small_phantom(tmp_path_factory):
+    from scripts.phantom import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("phantom") / "source", "source", cases=3, seed=5)
+
+
+@pytest.mark.parametrize(
+    "workflow_type, configs",
+    # the zoo's evaluate config overrides train, so MONAI checks it as a train workflow
+    [("train", ["train.yaml"]), ("train", ["train.yaml", "evaluate.yaml"]), ("infer", ["inference.yaml"])],
+)
+def test_monai_bundle_tools_find_every_required_property(workflow_type, configs, small_phantom, tmp_path):
+    """MONAI's ConfigWorkflow (what MONAI Label and the zoo's tools use) finds all its required properties."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / name) for name in configs],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=workflow_type,
+        bundle_root=str(BUNDLE_ROOT),
+        dataset_dir=str(small_phantom),
+        output_dir=str(tmp_path / "out"),
+        device="$torch.device('cpu')",
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert workflow.dataset_dir == str(small_phantom)
+    if workflow_type == "infer":
+        assert len(workflow.dataset.data) == 3, "dataset_dir is the input of inference"
+
+
+def test_inference_refuses_a_class_count_it_cannot_invert():
+    with pytest.raises(RuntimeError) as error:
+        bundle_parser(["inference.yaml"], {"num_classes": 3}).get_parsed_content("postprocessing")
+    assert "num_classes must be 2 (background, pancreas)" in str(error.value.__cause__)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from scripts.checkpointing import ResumableCheckpointer, atomic_torch_save, load_latest_checkpoint
+from scripts.handlers.checkpointing import ResumableCheckpointer, atomic_torch_save, load_latest_checkpoint
 
 
 def _engine(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Engine:
@@ -64,7 +64,7 @@ def test_resume_restores_weights_optimizer_iteration_and_random_state(tmp_path):
 
 def test_an_earlier_run_is_refused_unless_resumed(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"earlier")
-    with pytest.raises(FileExistsError, match=r"holds checkpoints of an earlier run \(model.pt\)"):
+    with pytest.raises(FileExistsError, match=r"model.pt exists from an earlier run; set resume to true"):
         ResumableCheckpointer(tmp_path, {})
     ResumableCheckpointer(tmp_path, {}, resume=True)
     assert (tmp_path / "model.pt").read_bytes() == b"earlier"

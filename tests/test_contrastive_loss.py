@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scripts.losses import StructureContrastiveLoss, VoxelSamples, gather_voxels, sample_structure_voxels
+from scripts.engines import VoxelSamples, gather_voxels, sample_structure_voxels
+from scripts.losses import StructureContrastiveLoss
 
 
 def embeddings_from_directions(positive: torch.Tensor, negative: torch.Tensor, num_pos: int, num_neg: int):
@@ -70,10 +71,11 @@ def test_items_without_pairs_or_negatives_are_skipped_and_counted():
     valid[1, 1:4] = False  # item 1: a single valid positive
     valid[2, 4:] = False  # item 2: no valid negative
     loss_fn = StructureContrastiveLoss()
-    loss = loss_fn(z, is_positive, valid)
-    assert loss_fn.last_num_skipped == 2
-    reference = loss_fn(z[:1], is_positive[:1], valid[:1])  # the mean is over the kept item only
-    assert loss_fn.last_num_skipped == 0
+    loss, skipped = loss_fn(z, is_positive, valid, return_num_skipped=True)
+    assert skipped.item() == 2
+    reference, skipped = loss_fn(z[:1], is_positive[:1], valid[:1], return_num_skipped=True)  # mean over the kept item
+    assert skipped.item() == 0
+    assert torch.equal(loss_fn(z, is_positive, valid), loss)
     assert loss.item() == pytest.approx(reference.item())
 
 
@@ -81,8 +83,8 @@ def test_all_skipped_gives_zero_with_graph():
     z = F.normalize(torch.randn(2, 6, 4), dim=-1).requires_grad_()
     is_positive = torch.tensor([[True, False, False, False, False, False]] * 2)  # one positive each
     loss_fn = StructureContrastiveLoss()
-    loss = loss_fn(z, is_positive, torch.ones_like(is_positive))
-    assert loss_fn.last_num_skipped == 2
+    loss, skipped = loss_fn(z, is_positive, torch.ones_like(is_positive), return_num_skipped=True)
+    assert skipped.item() == 2
     assert loss.item() == 0.0
     assert loss.requires_grad
     loss.backward()

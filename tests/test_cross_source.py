@@ -9,11 +9,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
+
+from scripts.bundle import bundle_parser
 from monai.data import MetaTensor
 
-from scripts.cross_source import main, metric_columns
-from scripts.evaluation import REPORT_FILES, CaseError, CaseEvaluator, RelativeVolumeErrorMetric, read_test_sets
+from scripts.data.errors import InputError
+from scripts.evaluation import REPORT_FILES, CaseError, CaseEvaluator, read_test_sets
+from scripts.evaluation.cross_source import main, metric_columns
+from scripts.metrics import RelativeVolumeErrorMetric
 from scripts.evaluation.report import summarize
 from scripts.phantom import write_dataset
 from tests.bundle_cli import BUNDLE_ROOT
@@ -38,8 +41,7 @@ def _cube(start: int, size: int = 4, shape: int = 12) -> torch.Tensor:
 
 def _config_metrics(tolerance_mm: float) -> dict:
     """The metric functions of the evaluator of configs/evaluate.yaml, with ``surface_dice_tolerance_mm`` set."""
-    parser = ConfigParser()
-    parser.read_config([str(BUNDLE_ROOT / "configs" / name) for name in ("train.yaml", "evaluate.yaml")])
+    parser = bundle_parser(["train.yaml", "evaluate.yaml"])
     parser["surface_dice_tolerance_mm"] = tolerance_mm
     handlers = {"val_mean_dice": "validate#key_metric#val_mean_dice"}
     handlers.update({name: f"validate#additional_metrics#{name}" for name in parser["validate#additional_metrics"]})
@@ -130,7 +132,7 @@ def test_datalists_list_image_label_pairs_relative_to_their_folder(tmp_path):
     assert msd.resolve(tmp_path) == [
         {"image": str(tmp_path / "msd" / "imagesTr" / "x.nii.gz"), "label": str(tmp_path / "msd" / "labelsTr" / "x.nii.gz")}
     ]
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "none" / "dataset.json")):
+    with pytest.raises(InputError, match=f"{tmp_path / 'none' / 'dataset.json'}: file not found"):
         missing.resolve(tmp_path)
 
 

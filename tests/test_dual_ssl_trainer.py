@@ -6,10 +6,12 @@ import pytest
 import torch
 from monai.losses import DiceCELoss
 
-from scripts.engines import DualSSLTrainer, loss_terms
+from monai.engines import SupervisedTrainer
+
+from scripts.engines import DualSSLTrainer, RandUncertaintyCorruption, loss_terms
+from scripts.engines.optimization import accumulation_schedule
+from scripts.engines.random_state import LazyDeviceGenerator
 from scripts.networks import DualSSLHeads, ResidualUNet
-from scripts.random_state import LazyDeviceGenerator
-from scripts.transforms import RandUncertaintyCorruption
 
 
 def _batch(batch_size: int = 2, size: int = 32) -> dict[str, torch.Tensor]:
@@ -51,12 +53,14 @@ def _trainer(lambda_contrastive: float, lambda_restoration: float, loss=None, lr
         ssl_heads=heads,
         lambda_contrastive=lambda_contrastive,
         lambda_restoration=lambda_restoration,
-        corruption=RandUncertaintyCorruption(block_size=6, num_blocks=6, seed=0),
-        num_positive=16,
-        num_negative=32,
-        sampling_seed=0,
-        decollate=False,
-        **kwargs,
+        **{
+            "corruption": RandUncertaintyCorruption(block_size=6, num_blocks=6, seed=0),
+            "num_positive": 16,
+            "num_negative": 32,
+            "sampling_seed": 0,
+            "decollate": False,
+            **kwargs,
+        },
     )
     return trainer, batch
 
@@ -212,3 +216,102 @@ def test_entropy_pass_runs_in_bfloat16_only_when_asked(bfloat16):
     output = trainer._iteration(trainer, batch)
     assert seen == [bfloat16, False], "entropy pass first (bfloat16 if asked), then the training pass in float32"
     assert torch.isfinite(output["loss"]) and output["loss_restoration"] > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lambda_contrastive": -1.0}, "non-negative"),
+        ({"num_positive": 0}, "num_positive"),
+        ({"hard_negative_ratio": 1.5}, "hard_negative_ratio"),
+        ({"entropy_top_percent": 101.0}, "entropy_top_percent"),
+        ({"ssl_start_iteration": 0}, "ssl_start_iteration"),
+        ({"compile": True}, "compile=True"),
+    ],
+)
+def test_bad_arguments_are_refused_at_construction(kwargs, message):
+    lambdas = {"lambda_contrastive": kwargs.pop("lambda_contrastive", 1.0), "lambda_restoration": 1.0}
+    with pytest.raises(ValueError, match=message):
+        _trainer(**lambdas, **kwargs)
+
+
+def test_a_contrastive_loss_without_a_skipped_count_is_refused():
+    with pytest.raises(TypeError, match="return_num_skipped"):
+        _trainer(1.0, 0.0, contrastive_loss=torch.nn.MSELoss())
+
+
+def test_a_network_without_segmentation_head_is_refused_when_ssl_is_on():
+    trainer, _ = _trainer(0.0, 0.0)
+    with pytest.raises(AttributeError, match="segmentation_head"):
+        DualSSLTrainer(
+            device=torch.device("cpu"), max_epochs=1, train_data_loader=[], network=torch.nn.Conv3d(1, 2, 1),
+            optimizer=trainer.optimizer, loss_function=DiceCELoss(), ssl_heads=trainer.ssl_heads,
+        )
+
+
+@pytest.mark.parametrize("epoch_length", [None, 3, 5])
+def test_accumulation_schedule_is_that_of_supervised_trainer(epoch_length):
+    """zero_grad/step of every iteration against the counts of MONAI's SupervisedTrainer on the same loop."""
+    calls = []
+
+    class Recorder(torch.optim.SGD):
+        def zero_grad(self, set_to_none=True):
+            calls.append(("zero", trainer.state.iteration))
+            super().zero_grad(set_to_none)
+
+        def step(self, closure=None):
+            calls.append(("step", trainer.state.iteration))
+            return super().step(closure)
+
+    network = torch.nn.Conv3d(1, 2, 1)
+    length = epoch_length or 4
+    data = [{"image": torch.rand(1, 1, 4, 4, 4), "label": torch.zeros(1, 1, 4, 4, 4)}] * length
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=2, train_data_loader=data, network=network,
+        optimizer=Recorder(network.parameters(), lr=0.1), loss_function=DiceCELoss(to_onehot_y=True, softmax=True),
+        accumulation_steps=2, epoch_length=epoch_length, decollate=False,
+    )
+    trainer.run()
+    expected = []
+    for iteration in range(1, trainer.state.iteration + 1):
+        zero, step = accumulation_schedule(iteration, epoch_length or length, 2)
+        expected += [("zero", iteration)] * zero + [("step", iteration)] * step
+    assert calls == expected
+
+
+def test_without_ssl_terms_the_weights_equal_supervised_trainer_ones():
+    """Same data, initialisation and accumulation: DualSSLTrainer with both lambdas 0 is SupervisedTrainer."""
+    results = []
+    for trainer_class in (SupervisedTrainer, DualSSLTrainer):
+        torch.manual_seed(0)
+        network = ResidualUNet(channels=(8, 16, 32), num_res_units=1)
+        extra = {"ssl_heads": DualSSLHeads(8, 16, 16), "lambda_contrastive": 0.0, "lambda_restoration": 0.0}
+        trainer = trainer_class(
+            device=torch.device("cpu"), max_epochs=1, train_data_loader=[_batch()] * 3, network=network,
+            optimizer=torch.optim.SGD(network.parameters(), lr=0.1), accumulation_steps=2, decollate=False,
+            loss_function=DiceCELoss(to_onehot_y=True, softmax=True),
+            **(extra if trainer_class is DualSSLTrainer else {}),
+        )
+        trainer.run()
+        results.append([p.detach().clone() for p in network.parameters()])
+    for supervised, dual in zip(*results):
+        torch.testing.assert_close(dual, supervised, rtol=0, atol=0)
+
+
+def test_the_iteration_runs_inside_distributed_data_parallel(tmp_path):
+    """The decoder features come through DDP's own forward: same loss terms as the plain network."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        plain, batch = _trainer(1.0, 1.0)
+        plain.state.iteration = 1
+        expected = plain._iteration(plain, batch)
+        wrapped, batch = _trainer(1.0, 1.0)
+        wrapped.network = torch.nn.parallel.DistributedDataParallel(wrapped.network)
+        wrapped.state.iteration = 1
+        output = wrapped._iteration(wrapped, batch)
+    finally:
+        dist.destroy_process_group()
+    for term in ("loss_segmentation", "loss_contrastive", "loss_restoration"):
+        assert float(output[term]) == pytest.approx(float(expected[term]), rel=1e-5), term

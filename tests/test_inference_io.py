@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from monai.bundle import ConfigParser
+from monai.handlers import CheckpointLoader
 from monai.transforms import LoadImage
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -32,12 +32,13 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from scripts.batch import BatchInferenceError, mask_volume_ml
-from scripts.dicom import read_series
-from scripts.inputs import resolve_images
-from scripts.loading import load_input
-from scripts.postprocess import predictive_entropy
-from scripts.validation import InputError
+from scripts.bundle import bundle_parser
+from scripts.inference.batch import BatchInferenceError, mask_volume_ml
+from scripts.data.dicom import read_series
+from scripts.data.datalists import resolve_images
+from scripts.data.readers import load_input
+from scripts.transforms import predictive_entropy
+from scripts.data.errors import InputError
 from tests.bundle_cli import BUNDLE_ROOT
 
 BLOB_HU = 100.0
@@ -255,12 +256,13 @@ def test_resolve_mixed_folders(tmp_path):
 # ---------------------------------------------------------------- post-processing
 def test_predictive_entropy_range_and_binary_form():
     p = torch.tensor([0.0, 0.5, 1.0, 0.2]).reshape(1, 4, 1, 1)
-    h = predictive_entropy(p)
+    h = predictive_entropy(p, dim=0, normalize=False)  # one channel: the foreground probability, in nats
     assert h.shape == (1, 4, 1, 1)
     np.testing.assert_allclose(
         h.flatten().numpy(), [0.0, np.log(2), 0.0, -(0.2 * np.log(0.2) + 0.8 * np.log(0.8))], atol=1e-6
     )
-    torch.testing.assert_close(predictive_entropy(torch.cat([1 - p, p])), h)
+    torch.testing.assert_close(predictive_entropy(torch.cat([1 - p, p]), dim=0, normalize=False), h)
+    torch.testing.assert_close(predictive_entropy(p, dim=0), h / np.log(2))
 
 
 def test_mask_volume_in_millilitres(tmp_path):
@@ -274,8 +276,7 @@ def test_mask_volume_in_millilitres(tmp_path):
 @pytest.fixture(scope="module")
 def threshold_model(tmp_path_factory):
     """1x1x1 conv state dict: logit(pancreas) - logit(background) = 100 (x - t), x = HU scaled by the config."""
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.yaml"))
+    parser = bundle_parser(["inference.yaml"])
     low, high = parser["hu_window"]
     t = (BLOB_HU - low) / (high - low)
     state = {"weight": torch.tensor([-50.0, 50.0]).reshape(2, 1, 1, 1, 1), "bias": torch.tensor([50.0 * t, -50.0 * t])}
@@ -285,8 +286,7 @@ def threshold_model(tmp_path_factory):
 
 
 def _run_batch(model, input_path, output_dir, **overrides):
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.yaml"))
+    parser = bundle_parser(["inference.yaml"])
     parser.update(
         {
             "bundle_root": str(BUNDLE_ROOT),
@@ -494,3 +494,35 @@ def test_batch_goes_on_past_bad_cases_and_exits_non_zero(tmp_path, threshold_mod
         "small_seg.nii.gz",
         "small_seg_overlay.png",
     ]
+
+
+def test_dataset_dir_is_the_input_and_never_generates_the_demo(tmp_path, threshold_model, monkeypatch):
+    """The model zoo's --dataset_dir segments the user's folder; the demo phantom appears only for the demo input."""
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for name in ("a", "b"):
+        _nifti(cases / f"{name}.nii.gz", _ct_volume((20, 18, 9)))
+    demo = tmp_path / "demo"
+    parser = bundle_parser(
+        ["inference.yaml"],
+        {"dataset_dir": str(cases), "demo_dir": str(demo), "output_dir": str(tmp_path / "out"),
+         "checkpoint": str(threshold_model), "network_def": TINY_NET, "roi_size": [16, 16, 16]},
+    )
+    assert parser.get_parsed_content("datalist") == [{"image": str(cases / "a.nii.gz")}, {"image": str(cases / "b.nii.gz")}]
+    loads = []
+    load = CheckpointLoader.__call__
+    monkeypatch.setattr(CheckpointLoader, "__call__", lambda self, engine: (loads.append(engine), load(self, engine)))
+    records = parser.get_parsed_content("batch_inference").run()
+    assert [r.status for r in records] == ["ok", "ok"]
+    assert len(loads) == 1, "the weights are loaded once per run, not once per case"
+    assert not demo.exists(), "a user's input must not generate the demo phantom"
+    # the demo input (the default) is generated once, then reused
+    demo_parser = bundle_parser(["inference.yaml"], {"demo_dir": str(demo), "phantom_cases": 1})
+    assert len(demo_parser.get_parsed_content("datalist")) == 1 and (demo / "dataset.json").is_file()
+
+
+def test_input_path_stays_an_alias_of_dataset_dir(tmp_path):
+    image = _nifti(tmp_path / "x.nii.gz", _ct_volume((20, 18, 9)))
+    parser = bundle_parser(["inference.yaml"], {"input_path": str(image), "demo_dir": str(tmp_path / "demo")})
+    assert parser.get_parsed_content("datalist") == [{"image": str(image)}]
+    assert not (tmp_path / "demo").exists()

@@ -11,10 +11,12 @@ import torch
 from monai.data import MetaTensor
 from monai.metrics import HausdorffDistanceMetric, SurfaceDiceMetric
 
-from scripts.inputs import output_path, pending_cases, resolve_images
+from scripts.data.datalists import resolve_images
+from scripts.data.naming import output_path
+from scripts.inference.batch import pending_cases
 from scripts.metrics import PhysicalSpacingMetric
-from scripts.overlay import save_overlay
-from scripts.writers import AtomicNibabelWriter
+from scripts.inference.overlay import save_overlay
+from scripts.data.writers import AtomicNibabelWriter
 
 
 def _nifti(path, shape=(12, 10, 8), affine=None, value=0):
@@ -110,3 +112,44 @@ def test_surface_metric_falls_back_to_default_spacing_for_plain_tensors():
     pred = torch.roll(label, 1, dims=4)
     hd = PhysicalSpacingMetric(HausdorffDistanceMetric(percentile=95), default_spacing=[1.0, 1.0, 3.0])
     torch.testing.assert_close(hd(pred, label).flatten(), torch.tensor([3.0]))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('[{"image": "a.nii.gz"},\n oops]', r"not valid JSON: Expecting value at line 2, column 2"),
+        ('[{"label": "a.nii.gz"}]', r"entry 0 has no 'image' key"),
+        ("[123]", r"entry 0 must be an image path or an object with 'image', got 123"),
+        ('{"training": [{"image": 5}]}', r"training\[0\]: 'image' must be a non-empty path string, got 5"),
+        ('{"training": {"image": "a"}}', r"section 'training' must be a list of cases"),
+        ('"a.nii.gz"', r"expected a JSON list of cases or an MSD dataset.json object, got str"),
+    ],
+)
+def test_a_bad_datalist_is_refused_naming_the_file_and_the_entry(tmp_path, content, message):
+    from scripts.data.datalists import read_datalist
+    from scripts.data.errors import InputError
+
+    path = tmp_path / "list.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=f"^{path}: {message}"):
+        read_datalist(path)
+
+
+def test_datalist_paths_are_resolved_against_its_folder_and_other_keys_kept(tmp_path):
+    from scripts.data.datalists import read_datalist
+
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "dataset.json"
+    path.write_text('{"training": [{"image": "a.nii.gz", "label": "../b.nii.gz", "fold": 1}], "test": ["c.nii"]}')
+    assert read_datalist(path, sections=("training", "test")) == [
+        {"image": str(tmp_path / "sub" / "a.nii.gz"), "label": str(tmp_path / "b.nii.gz"), "fold": 1},
+        {"image": str(tmp_path / "sub" / "c.nii")},
+    ]
+
+
+def test_a_misspelt_option_names_the_closest_ones():
+    from scripts.bundle import check_options
+
+    check_options(["val_fraction"], ["val_fraction", "test_fraction"])
+    with pytest.raises(ValueError, match=r"unknown option 'val_fration' \(did you mean 'val_fraction' or 'test_fraction'\?\)"):
+        check_options(["val_fration"], ["val_fraction", "test_fraction", "seed"])

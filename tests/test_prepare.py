@@ -9,7 +9,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from monai.bundle import ConfigParser
+
+from scripts.bundle import bundle_parser
 from monai.data import load_decathlon_datalist
 from monai.transforms import LoadImage
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -17,7 +18,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from scripts.prepare import assign_folds, folder, msd, nih, split_cases
 from scripts.prepare.__main__ import main
-from scripts.validation import DatalistError
+from scripts.data.errors import DatalistError
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 16, 16)
@@ -67,8 +68,7 @@ def read(path: str | Path) -> dict:
 
 def config_data_split(datalist: Path, data_split: str | None = None) -> list[list[dict]]:
     """What configs/train.yaml trains and validates on with ``--datalist_file <datalist>``."""
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "configs" / "train.yaml"))
+    parser = bundle_parser(["train.yaml"])
     parser["bundle_root"] = str(REPO)
     parser["datalist_file"] = str(datalist)
     if data_split is not None:
@@ -143,6 +143,20 @@ def test_msd_merge_labels_writes_relabelled_files(tmp_path):
         msd(str(root), str(tmp_path / "again.json"), merge_labels={1: 0, 2: 1}, skip_invalid=True)
 
 
+def test_cli_refuses_a_misspelt_option_before_writing_anything(tmp_path, monkeypatch):
+    root = write_msd(tmp_path / "Task07_Pancreas")
+    output = tmp_path / "datalist.json"
+    argv = ["prepare", "msd", "--root", str(root), "--output", str(output), "--val_fration", "0.2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == "error: unknown option 'val_fration' (did you mean 'val_fraction' or 'test_fraction'?)"
+    assert not output.exists()
+    monkeypatch.setattr(sys, "argv", [a.replace("fration", "fraction") for a in argv])
+    main()
+    assert read(output)["split"]["val_fraction"] == 0.2
+
+
 def test_cli_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
     root = write_msd(tmp_path / "Task07_Pancreas")
     output = tmp_path / "datalist.json"
@@ -150,7 +164,7 @@ def test_cli_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["prepare", "msd", "--root", str(root), "--output", str(output)])
     with pytest.raises(SystemExit) as info:
         main()
-    assert info.value.code == f"error: {output} exists; pass --overwrite to replace it"
+    assert info.value.code == f"error: {output} exists from an earlier run; pass --overwrite to replace it"
     assert output.read_text() == "{}"
     monkeypatch.setattr(sys, "argv", sys.argv + ["--overwrite", "--test_fraction", "0.34"])
     main()

@@ -9,11 +9,12 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from monai.bundle import ConfigParser
 
-from scripts.dicom import read_series
-from scripts.dicom_seg import write_dicom_seg
-from scripts.loading import load_input
+from scripts.bundle import bundle_parser
+
+from scripts.data.dicom import read_series
+from scripts.data.dicom_seg import write_dicom_seg
+from scripts.data.readers import load_input
 from tests.bundle_cli import BUNDLE_ROOT
 
 REAL_CT = BUNDLE_ROOT.parent / "shared" / "data" / "real_ct"
@@ -85,8 +86,7 @@ def test_seg_of_an_anonymised_series_is_refused_clearly(tmp_path):
 def totalseg_inference(tmp_path_factory):
     """The shipped model on the JPEG 2000 series through the inference config (about 20 s on 2 cores)."""
     out = tmp_path_factory.mktemp("totalseg_b")
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.yaml"))
+    parser = bundle_parser(["inference.yaml"])
     parser.update({"bundle_root": str(BUNDLE_ROOT), "input_path": str(TOTALSEG_B), "output_dir": str(out)})
     return parser.get_parsed_content("batch_inference").run(), out
 

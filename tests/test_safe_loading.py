@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine
 from monai.handlers import CheckpointLoader
 
-from scripts.checkpointing import atomic_torch_save, load_latest_checkpoint
+from scripts.handlers.checkpointing import atomic_torch_save, load_latest_checkpoint
 
 
 class _Payload:
@@ -59,16 +59,20 @@ def test_resume_skips_it_and_falls_back_to_the_previous_checkpoint(tmp_path, cap
 
 
 def test_pretrained_checkpoint_of_the_train_config_refuses_it(tmp_path):
-    from monai.bundle import ConfigParser
+    from monai.handlers import CheckpointLoader
+
+    from scripts.bundle import bundle_parser
 
     marker = tmp_path / "executed"
     checkpoint = _malicious_checkpoint(tmp_path / "evil.pt", marker)
-    parser = ConfigParser()
-    parser.read_config(str(Path(__file__).resolve().parents[1] / "configs" / "train.yaml"))
-    parser["pretrained_checkpoint"] = str(checkpoint)
-    parser["device"] = "$torch.device('cpu')"
-    parser["generate_phantom"] = False
-    with pytest.raises(RuntimeError) as error:
-        parser.get_parsed_content("initialize")
-    assert "Weights only load failed" in repr(error.value.__cause__) + str(error.value)
+    parser = bundle_parser(
+        ["train.yaml"], {"pretrained_checkpoint": str(checkpoint), "device": "$torch.device('cpu')"}
+    )
+    loaders = [h for h in parser.get_parsed_content("train#handlers") if isinstance(h, CheckpointLoader)]
+    assert len(loaders) == 1 and loaders[0].load_path == str(checkpoint)
+    with pytest.raises(Exception) as error:
+        loaders[0](None)
+    assert "Weights only load failed" in repr(error.value)
     assert not marker.exists()
+    default = bundle_parser(["train.yaml"], {"device": "$torch.device('cpu')"}).get_parsed_content("train#handlers")
+    assert not any(isinstance(h, CheckpointLoader) for h in default), "no pretrained_checkpoint: no loader"

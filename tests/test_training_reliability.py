@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from scripts.checkpointing import load_latest_checkpoint
+from scripts.handlers.checkpointing import load_latest_checkpoint
 from tests.bundle_cli import BUNDLE_ROOT, cli_value, run_bundle
 
 pytestmark = pytest.mark.slow
 
 # 2 training cases, batch 1 (of 2 patches each): 2 iterations per epoch
 SMALL = {
-    "generate_phantom": False,
     "val_fraction": 0.34,
     "val_interval": 2,
     "roi_size": [32, 32, 32],
@@ -105,7 +104,7 @@ def test_training_refuses_to_overwrite_an_earlier_run(source_data, tmp_path):
         _train_args(source_data, tmp_path / "run", max_epochs=1), cwd=BUNDLE_ROOT, capture_output=True, text=True
     )
     assert result.returncode != 0
-    assert "FileExistsError" in result.stderr and "holds checkpoints of an earlier run (model.pt)" in result.stderr
+    assert "FileExistsError" in result.stderr and "model.pt exists from an earlier run; set resume to true" in result.stderr
     assert (models / "model.pt").read_bytes() == b"earlier model"
     assert sorted(p.name for p in models.iterdir()) == ["model.pt"]
 

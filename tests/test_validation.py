@@ -11,16 +11,10 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
+from scripts.data.checks import check_case, image_problems, label_problems, validate_datalist
+from scripts.data.errors import DatalistError, InputError
 from scripts.phantom import DOMAINS, case_seed, generate_case
-from scripts.validation import (
-    CheckImaged,
-    DatalistError,
-    InputError,
-    check_case,
-    image_problems,
-    label_problems,
-    validate_datalist,
-)
+from scripts.transforms import CheckImaged
 
 REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_ct"
 SHAPE = (16, 16, 16)

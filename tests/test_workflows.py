@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
+
+from scripts.bundle import bundle_parser
 
 from tests.bundle_cli import BUNDLE_ROOT, run_bundle
 
@@ -29,8 +30,7 @@ LOSS_TERMS = ("loss_segmentation", "loss_contrastive", "loss_restoration")
 
 
 def _network_def():
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.yaml"))
+    parser = bundle_parser(["inference.yaml"])
     return parser.get_parsed_content("network_def")
 
 
@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
     result = run_bundle(
         "run",
         ["train.yaml"],
-        dataset_dir=str(root / "phantom_source"),
+        phantom_dir=str(root / "phantom_source"),
         output_dir=str(root / "run"),
         **TINY,
     )
@@ -104,7 +104,7 @@ def test_evaluate_writes_per_case_metrics(trained, tmp_path):
         "run",
         ["train.yaml", "evaluate.yaml"],
         checkpoint=str(root / "run" / "models" / "model.pt"),
-        dataset_dir=str(tmp_path / "phantom_test"),
+        phantom_dir=str(tmp_path / "phantom_test"),
         output_dir=str(out),
         phantom_cases=2,
         roi_size=[32, 32, 32],
@@ -125,12 +125,12 @@ def test_evaluate_writes_per_case_metrics(trained, tmp_path):
     assert not list(out.glob(".partial-*")), "staging folder left behind"
     # a second evaluation into the same folder is refused before it runs and leaves the report as it was
     report = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(AssertionError, match="holds an earlier report"):
+    with pytest.raises(AssertionError, match="exist from an earlier run; set overwrite to true to replace the earlier report"):
         run_bundle(
             "run",
             ["train.yaml", "evaluate.yaml"],
             checkpoint=str(root / "run" / "models" / "model.pt"),
-            dataset_dir=str(tmp_path / "phantom_test"),
+            phantom_dir=str(tmp_path / "phantom_test"),
             output_dir=str(out),
             phantom_cases=2,
             num_workers=0,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
-from contextlib import nullcontext
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -14,10 +15,13 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.nn import functional as F
 
-from scripts.losses import MaskedL1Loss, StructureContrastiveLoss, gather_voxels, sample_structure_voxels
+from scripts.engines.corruption import RandUncertaintyCorruption, uncertainty_region
+from scripts.engines.features import capture_features, unwrap
+from scripts.engines.optimization import accumulation_schedule, backward_and_step
+from scripts.engines.random_state import LazyDeviceGenerator
+from scripts.engines.sampling import gather_voxels, sample_structure_voxels
+from scripts.losses import MaskedL1Loss, StructureContrastiveLoss
 from scripts.networks import DualSSLHeads
-from scripts.random_state import LazyDeviceGenerator
-from scripts.transforms import RandUncertaintyCorruption, uncertainty_region
 
 __all__ = ["DualSSLTrainer", "loss_terms"]
 
@@ -54,7 +58,10 @@ class DualSSLTrainer(SupervisedTrainer):
     - ramp: ``w`` is 0 before ``ssl_start_iteration`` (the SSL terms are then not computed at all) and rises
       linearly to 1 over ``ssl_rampup_iterations``. With both lambdas 0 the iteration is plain supervised training.
 
-    The network must provide ``forward_features(x) -> (logits, features)`` (``scripts.networks.ResidualUNet``).
+    The decoder features are the input of the network's ``segmentation_head`` in the same forward pass
+    (``scripts.engines.features.capture_features``; ``scripts.networks.ResidualUNet`` has one), so the network may
+    be wrapped in ``DistributedDataParallel``. The optimizer step is ``SupervisedTrainer``'s
+    (``scripts.engines.optimization``).
     Batches hold ``image`` (B, 1, *S), ``label`` (B, 1, *S) and, for the SSL terms, the cached structure maps
     ``skeleton``, ``ring`` and ``band`` (B, 1, *S) from ``scripts.transforms.PancreasStructureMapsd``.
     ``engine.state.output`` gets every loss term (see ``loss_terms``) besides image, label, pred and loss.
@@ -66,7 +73,7 @@ class DualSSLTrainer(SupervisedTrainer):
         contrastive_loss: defaults to ``StructureContrastiveLoss()``.
         restoration_loss: defaults to ``MaskedL1Loss()``.
         corruption: defaults to ``RandUncertaintyCorruption()``.
-        num_positive, num_negative, hard_negative_ratio: see ``scripts.losses.sample_structure_voxels``.
+        num_positive, num_negative, hard_negative_ratio: see ``scripts.engines.sample_structure_voxels``.
         entropy_top_percent: share of most uncertain voxels added to the band; 0 skips the extra forward pass.
         entropy_bfloat16: run that no-grad forward pass in bfloat16 autocast (about 2x faster on CPUs with
             bfloat16 support; only the ranking of the entropy is used). Off: the pass runs in the training dtype.
@@ -75,7 +82,14 @@ class DualSSLTrainer(SupervisedTrainer):
         skeleton_key, ring_key, band_key: batch keys of the structure maps.
         sampling_seed: seed of the voxel sampler's generator (``None``: drawn from torch's global RNG).
             ``state_dict`` carries this generator and the corruption's, so a resumed run continues their streams.
-        kwargs: passed on to ``SupervisedTrainer`` (``accumulation_steps`` works as there).
+        kwargs: passed on to ``SupervisedTrainer`` (``accumulation_steps`` and ``amp`` work as there).
+
+    Raises:
+        ValueError: a negative lambda or count, ``hard_negative_ratio`` or ``entropy_top_percent`` out of range,
+            ``ssl_start_iteration`` < 1, ``ssl_rampup_iterations`` < 0, or ``compile=True`` (the iteration runs
+            the network eagerly; use ``torch.compile`` on the network yourself instead).
+        TypeError: ``contrastive_loss`` that cannot return its skipped-item count (``return_num_skipped``).
+        AttributeError: a network without ``segmentation_head`` (when an SSL term is on).
     """
 
     def __init__(
@@ -100,13 +114,41 @@ class DualSSLTrainer(SupervisedTrainer):
         sampling_seed: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
         if lambda_contrastive < 0 or lambda_restoration < 0:
-            raise ValueError("lambda_contrastive and lambda_restoration must be non-negative.")
+            raise ValueError(
+                f"lambda_contrastive and lambda_restoration must be non-negative, got {lambda_contrastive} and "
+                f"{lambda_restoration}."
+            )
+        if num_positive < 1 or num_negative < 1:
+            raise ValueError(f"num_positive and num_negative must be positive, got {num_positive} and {num_negative}.")
+        if not 0.0 <= hard_negative_ratio <= 1.0:
+            raise ValueError(f"hard_negative_ratio must be in [0, 1], got {hard_negative_ratio}.")
+        if not 0.0 <= entropy_top_percent <= 100.0:
+            raise ValueError(f"entropy_top_percent must be in [0, 100], got {entropy_top_percent}.")
+        if ssl_start_iteration < 1 or ssl_rampup_iterations < 0:
+            raise ValueError(
+                f"ssl_start_iteration must be >= 1 and ssl_rampup_iterations >= 0, got {ssl_start_iteration} and "
+                f"{ssl_rampup_iterations}."
+            )
+        if kwargs.get("compile", False):
+            raise ValueError("DualSSLTrainer does not support compile=True; compile the network before passing it.")
+        contrastive_loss = StructureContrastiveLoss() if contrastive_loss is None else contrastive_loss
+        if "return_num_skipped" not in inspect.signature(contrastive_loss.forward).parameters:
+            raise TypeError(
+                f"contrastive_loss {type(contrastive_loss).__name__} must accept return_num_skipped "
+                "(as scripts.losses.StructureContrastiveLoss does)."
+            )
+        network = kwargs.get("network", args[3] if len(args) > 3 else None)  # SupervisedTrainer(device, max_epochs, loader, network, ...)
+        if (lambda_contrastive > 0 or lambda_restoration > 0) and network is not None:
+            if not isinstance(getattr(unwrap(network), "segmentation_head", None), torch.nn.Module):
+                raise AttributeError(
+                    f"{type(unwrap(network)).__name__} has no segmentation_head whose input are the decoder features."
+                )
+        super().__init__(*args, **kwargs)
         self.ssl_heads = ssl_heads
         self.lambda_contrastive = lambda_contrastive
         self.lambda_restoration = lambda_restoration
-        self.contrastive_loss = StructureContrastiveLoss() if contrastive_loss is None else contrastive_loss
+        self.contrastive_loss = contrastive_loss
         self.restoration_loss = MaskedL1Loss() if restoration_loss is None else restoration_loss
         self.corruption = RandUncertaintyCorruption() if corruption is None else corruption
         self.num_positive = num_positive
@@ -140,16 +182,6 @@ class DualSSLTrainer(SupervisedTrainer):
         self.corruption.load_state_dict(state.pop("corruption_generator", {}))
         super().load_state_dict(state)
 
-    def _accumulation(self) -> tuple[bool, bool]:
-        """Whether this iteration zeroes the gradients and whether it steps the optimizer (as SupervisedTrainer)."""
-        steps = self.accumulation_steps
-        if steps == 1:
-            return True, True
-        epoch_length = self.state.epoch_length
-        local = (self.state.iteration - 1) % epoch_length if epoch_length else self.state.iteration - 1
-        last = epoch_length is not None and local + 1 == epoch_length
-        return local % steps == 0, (local + 1) % steps == 0 or last
-
     def _map(self, batchdata: dict, key: str) -> torch.Tensor:
         if key not in batchdata:
             raise KeyError(f"DualSSL needs the cached structure map '{key}' in every batch (PancreasStructureMapsd).")
@@ -164,7 +196,9 @@ class DualSSLTrainer(SupervisedTrainer):
         weight = engine.ssl_weight(engine.state.iteration)
         use_contrastive = weight > 0 and engine.lambda_contrastive > 0
         use_restoration = weight > 0 and engine.lambda_restoration > 0
-        zero_grad, step = engine._accumulation()
+        zero_grad, step = accumulation_schedule(
+            engine.state.iteration, engine.state.epoch_length, engine.accumulation_steps
+        )
         engine.network.train()
         engine.ssl_heads.train()
         if zero_grad:
@@ -183,7 +217,9 @@ class DualSSLTrainer(SupervisedTrainer):
                         probabilities = F.softmax(engine.network(inputs).float(), dim=1)
                     region = uncertainty_region(region, probabilities, engine.entropy_top_percent)
                 network_input, corrupted = engine.corruption(inputs, region)
-            logits, features = engine.network.forward_features(network_input)
+            with capture_features(engine.network) as captured:
+                logits = engine.network(network_input)
+            features = captured.features
             engine.state.output = {Keys.IMAGE: network_input, Keys.LABEL: targets, Keys.PRED: logits}
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             segmentation = engine.loss_function(logits, targets).mean()
@@ -202,8 +238,9 @@ class DualSSLTrainer(SupervisedTrainer):
                     generator=engine.sampling_generator.get(logits.device),
                 )
                 embeddings = engine.ssl_heads.embed(gather_voxels(features, samples.indices).float())
-                contrastive = engine.contrastive_loss(embeddings, samples.is_positive, samples.valid)
-                skipped = torch.as_tensor(getattr(engine.contrastive_loss, "last_num_skipped", 0))
+                contrastive, skipped = engine.contrastive_loss(
+                    embeddings, samples.is_positive, samples.valid, return_num_skipped=True
+                )
             if use_restoration:
                 restoration = engine.restoration_loss(engine.ssl_heads.restore(features).float(), inputs, corrupted)
             loss = segmentation + weight * (
@@ -220,17 +257,6 @@ class DualSSLTrainer(SupervisedTrainer):
             }
         )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        scaled = loss / engine.accumulation_steps
-        if engine.amp and engine.scaler is not None:
-            engine.scaler.scale(scaled).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            if step:
-                engine.scaler.step(engine.optimizer)
-                engine.scaler.update()
-        else:
-            scaled.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            if step:
-                engine.optimizer.step()
+        backward_and_step(engine, loss, step)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.bundle import ConfigParser
 from monai.data import DataLoader
 
-from scripts.loading import load_input
+from scripts.bundle import bundle_parser
+from scripts.data.errors import describe_error
+from scripts.data.readers import load_input
 
-__all__ = ["BUNDLE_ROOT", "BundleEvaluator", "CaseError", "CaseEvaluator", "DomainEvaluator"]
+__all__ = ["BundleEvaluator", "CaseError", "CaseEvaluator", "DomainEvaluator"]
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILES = ("train.yaml", "evaluate.yaml")
 
 
@@ -37,16 +37,14 @@ class BundleEvaluator:
     """
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
-        self.overrides = {"bundle_root": str(BUNDLE_ROOT), "validate#handlers": [], **(overrides or {})}
+        self.overrides = {"validate#handlers": [], **(overrides or {})}
         self._build()
 
     def _build(self) -> None:
-        self.parser = ConfigParser()
-        self.parser.read_config([str(BUNDLE_ROOT / "configs" / name) for name in CONFIG_FILES])
-        self.parser.update(self.overrides)
+        self.parser = bundle_parser(CONFIG_FILES, self.overrides)
         self.evaluator = self.parser.get_parsed_content("validate#evaluator")
         # one complete run per call: with ignite's interrupt/resume generator, a run that raised would make the
-        # next run return at once without evaluating (as scripts.batch.BatchInference does)
+        # next run return at once without evaluating (as scripts.inference.batch.BatchInference does)
         self.evaluator.interrupt_resume_enabled = False
         self.network = self.parser.get_parsed_content("network")
 
@@ -81,13 +79,6 @@ class DomainEvaluator(BundleEvaluator):
 
 class CaseError(Exception):
     """A case could not be evaluated; the message names the file (or step) and the reason."""
-
-
-def _reason(error: BaseException) -> str:
-    """``Type: message`` of the innermost cause (MONAI wraps transform errors in ``RuntimeError``)."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return f"{type(error).__name__}: {error}".strip()
 
 
 class CaseEvaluator(BundleEvaluator):
@@ -134,7 +125,7 @@ class CaseEvaluator(BundleEvaluator):
         try:
             self.evaluator.run()
         except Exception as error:
-            raise CaseError(f"evaluating {item['image']} failed: {_reason(error)}") from error
+            raise CaseError(f"evaluating {item['image']} failed: {describe_error(error)}") from error
         return {name: float(v.flatten()[0]) for name, v in self.evaluator.state.metric_details.items()}
 
     @staticmethod
@@ -144,5 +135,5 @@ class CaseEvaluator(BundleEvaluator):
             try:
                 load_input(item[key])
             except Exception as load_error:
-                return f"cannot read {key} {item[key]}: {_reason(load_error)}"
-        return f"preprocessing {item['image']} with {item['label']} failed: {_reason(error)}"
+                return f"cannot read {key} {item[key]}: {describe_error(load_error)}"
+        return f"preprocessing {item['image']} with {item['label']} failed: {describe_error(error)}"

@@ -15,24 +15,19 @@ datalist against the folder of that datalist.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from scripts.data.datalists import PATH_KEYS, read_datalist
+from scripts.data.errors import InputError
 from scripts.phantom import ensure_dataset, get_domain
 
-__all__ = ["LabelledSet", "case_name", "read_test_sets"]
+__all__ = ["LabelledSet", "read_test_sets"]
 
 SOURCE_KEYS = ("phantom_domain", "dataset_dir", "datalist")
 PHANTOM_KEYS = ("cases", "seed")
-
-
-def case_name(image: str | Path) -> str:
-    """Name of a case in reports: its image file name without ``.nii.gz`` (or its last suffix)."""
-    name = Path(image).name
-    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
 
 
 @dataclass(frozen=True)
@@ -59,8 +54,8 @@ class LabelledSet:
         Entries of a datalist that carry no ``label`` are returned without one (the caller reports them).
 
         Raises:
-            FileNotFoundError: the folder, ``dataset.json`` or datalist file does not exist.
-            ValueError: the datalist is not JSON, neither an MSD ``dataset.json`` nor a list, or lists no case.
+            InputError: naming the file: the folder's ``dataset.json`` or the datalist file does not exist, is
+                not valid JSON, is neither an MSD ``dataset.json`` nor a list, or lists no case.
         """
         if self.phantom_domain is not None:
             folder = Path(data_dir) / f"phantom_{self.phantom_domain}_seed{self.seed}_{self.cases}cases"
@@ -69,22 +64,10 @@ class LabelledSet:
             path = self.dataset_dir / "dataset.json"
         else:
             path = self.datalist  # type: ignore[assignment]
-        if not path.is_file():
-            raise FileNotFoundError(f"test set {self.name!r}: {path} does not exist")
-        try:
-            content = json.loads(path.read_text())
-        except ValueError as error:
-            raise ValueError(f"test set {self.name!r}: {path} is not valid JSON ({error})") from None
-        entries = content.get("training") if isinstance(content, dict) else content
-        if not isinstance(entries, list):
-            raise ValueError(f"test set {self.name!r}: {path} is neither an MSD dataset.json nor a list datalist")
-        if not entries:
-            raise ValueError(f"test set {self.name!r}: {path} lists no case")
-        items = []
-        for entry in entries:
-            entry = entry if isinstance(entry, dict) else {"image": entry}
-            items.append({key: str((path.parent / entry[key]).resolve()) for key in ("image", "label") if key in entry})
-        return items
+        items = read_datalist(path, sections=("training",))
+        if not items:
+            raise InputError(path, f"test set {self.name!r} lists no case")
+        return [{key: item[key] for key in PATH_KEYS if key in item} for item in items]
 
 
 def read_test_sets(path: str | Path) -> list[LabelledSet]:

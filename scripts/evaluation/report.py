@@ -19,9 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from scripts.writers import atomic_path
+from scripts.data.writers import atomic_path, refuse_existing
 
-__all__ = ["CASE_FIELDS", "REPORT_FILES", "SUMMARY_FIELDS", "MetricColumn", "check_outputs", "summarize", "write_report"]
+__all__ = [
+    "CASE_FIELDS",
+    "REPORT_FILES",
+    "SUMMARY_FIELDS",
+    "MetricColumn",
+    "check_outputs",
+    "finite_statistics",
+    "summarize",
+    "write_report",
+]
 
 REPORT_FILES = {"cases": "per_case.csv", "summary": "summary.csv", "markdown": "report.md", "plot": "boxplot.png"}
 CASE_FIELDS = ("dataset", "case", "image", "label")
@@ -41,6 +50,14 @@ class MetricColumn:
         return f"{value:{'+' if self.signed else ''}.{self.digits}f}"
 
 
+def finite_statistics(values: Sequence[float]) -> dict[str, float | int]:
+    """``finite`` (count), ``mean``, ``std`` (population, ddof 0) and ``median`` of the finite ``values``; NaN without any."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    stats = (finite.mean(), finite.std(), np.median(finite)) if finite.size else (np.nan,) * 3
+    return {"finite": int(finite.size), **{name: float(value) for name, value in zip(("mean", "std", "median"), stats)}}
+
+
 def summarize(rows: Sequence[dict[str, Any]], columns: Sequence[MetricColumn], datasets: Sequence[str]) -> list[dict]:
     """
     One summary row per dataset and metric (``SUMMARY_FIELDS``): ``cases`` rows of the dataset, ``failed``
@@ -52,37 +69,36 @@ def summarize(rows: Sequence[dict[str, Any]], columns: Sequence[MetricColumn], d
         cases = [row for row in rows if row["dataset"] == dataset]
         evaluated = [row for row in cases if not row.get("error")]
         for column in columns:
-            values = np.asarray([row[column.key] for row in evaluated], dtype=float)
-            finite = values[np.isfinite(values)]
-            stats = (finite.mean(), finite.std(), np.median(finite)) if finite.size else (np.nan,) * 3
+            stats = finite_statistics([row[column.key] for row in evaluated])
             summary.append(
                 {
                     "dataset": dataset,
                     "metric": column.key,
                     "cases": len(cases),
                     "failed": len(cases) - len(evaluated),
-                    "finite": int(finite.size),
-                    **{name: float(value) for name, value in zip(("mean", "std", "median"), stats)},
+                    **stats,
                 }
             )
     return summary
 
 
 def check_outputs(output_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
-    """Paths of the report files in ``output_dir``; raises FileExistsError naming one that exists unless ``overwrite``."""
+    """
+    Paths of the report files in ``output_dir``.
+
+    Raises:
+        FileExistsError: naming the report files that exist, unless ``overwrite``.
+    """
     paths = {kind: Path(output_dir) / name for kind, name in REPORT_FILES.items()}
-    existing = [str(path) for path in paths.values() if path.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"report file(s) {existing} exist; choose another output_dir or pass --overwrite")
+    if not overwrite:
+        refuse_existing(paths.values(), hint="choose another output_dir or pass --overwrite")
     return paths
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object], overwrite: bool) -> None:
-    """``write(tmp)`` to a temporary file next to ``path``, then rename it into place (``overwrite`` or new)."""
-    with atomic_path(path) as tmp:
+    """``write(tmp)`` to a temporary file next to ``path``, then move it into place (``overwrite`` or new)."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
         write(tmp)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
 def _csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:

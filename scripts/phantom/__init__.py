@@ -9,7 +9,7 @@
 
 from .anatomy import ORGAN_LABELS
 from .case import PhantomCase, generate_case
-from .dataset import case_seed, ensure_dataset, write_dataset
+from .dataset import case_seed, ensure_dataset, ensure_phantom_input, write_dataset
 from .domains import DOMAINS, AcquisitionDomain, get_domain
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "PhantomCase",
     "case_seed",
     "ensure_dataset",
+    "ensure_phantom_input",
     "generate_case",
     "get_domain",
     "write_dataset",

@@ -18,7 +18,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.writers import atomic_path
+from scripts.data.writers import atomic_path
 
 from .anatomy import ORGAN_LABELS
 from .case import generate_case
@@ -144,3 +144,23 @@ def ensure_dataset(
     if missing:
         raise ValueError(f"{out} is incomplete (missing {missing[:3]}); regenerate it with overwrite=True")
     return out
+
+
+def ensure_phantom_input(
+    path: str | os.PathLike,
+    phantom_dir: str | os.PathLike,
+    domain: str | AcquisitionDomain = "source",
+    cases: int = 16,
+    seed: int = 0,
+) -> str:
+    """
+    Return ``path``; generate the phantom dataset ``phantom_dir`` first when ``path`` is that folder or a file
+    in it (e.g. its ``dataset.json``) and the dataset is not there yet (``ensure_dataset``).
+
+    The configs' default inputs are phantom folders: this makes a user's own input (``--dataset_dir``,
+    ``--input_path``, ``--datalist_file``) never trigger the phantom as a side effect.
+    """
+    folder, target = Path(phantom_dir).absolute(), Path(path).absolute()
+    if target == folder or folder in target.parents:
+        ensure_dataset(folder, domain=domain, cases=cases, seed=seed)
+    return str(path)

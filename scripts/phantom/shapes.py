@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -328,6 +329,14 @@ class Tube(Shape):
         return out
 
 
+def _reduce_sdf(parts: Sequence[Shape], c: Coords, combine: Callable[..., np.ndarray]) -> np.ndarray:
+    """Signed distances of ``parts`` combined by ``combine`` (``np.minimum``: union, ``np.maximum``: intersection)."""
+    out = parts[0].sdf(c)
+    for part in parts[1:]:
+        out = combine(out, part.sdf(c))
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Union(Shape):
     """Union (minimum of distances) of shapes."""
@@ -339,10 +348,7 @@ class Union(Shape):
         return np.min([p.bounds[0] for p in self.parts], axis=0), np.max([p.bounds[1] for p in self.parts], axis=0)
 
     def sdf(self, c: Coords) -> np.ndarray:
-        out = self.parts[0].sdf(c)
-        for part in self.parts[1:]:
-            out = np.minimum(out, part.sdf(c))
-        return out
+        return _reduce_sdf(self.parts, c, np.minimum)
 
 
 @dataclass(frozen=True, eq=False)
@@ -356,10 +362,7 @@ class Intersection(Shape):
         return np.max([p.bounds[0] for p in self.parts], axis=0), np.min([p.bounds[1] for p in self.parts], axis=0)
 
     def sdf(self, c: Coords) -> np.ndarray:
-        out = self.parts[0].sdf(c)
-        for part in self.parts[1:]:
-            out = np.maximum(out, part.sdf(c))
-        return out
+        return _reduce_sdf(self.parts, c, np.maximum)
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,22 +22,18 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scripts import inputs
-from scripts.validation import (
-    MSD_PANCREAS_LABELS,
-    DatalistError,
-    InputError,
-    check_datalist,
-)
-from scripts.writers import atomic_path
+from scripts.bundle.options import check_options
+from scripts.data.checks import MSD_PANCREAS_LABELS, check_datalist
+from scripts.data.errors import DatalistError, InputError
+from scripts.data.writers import atomic_path, refuse_existing
 
-__all__ = ["PANCREAS_LABELS", "Case", "assign_folds", "case_name", "prepare_datalist", "split_cases"]
+__all__ = ["PANCREAS_LABELS", "Case", "DatalistOptions", "assign_folds", "prepare_datalist", "split_cases"]
 
 SPLITS = ("training", "validation", "test")
 PANCREAS_LABELS = {"0": "background", "1": "pancreas"}
@@ -62,17 +58,48 @@ class Case:
     errors: tuple[InputError, ...] = field(default=())
 
 
-def case_name(path: str | os.PathLike, postfix: str = "") -> str:
-    """The name inference gives the case (``scripts.inputs.case_name``) without ``postfix`` at its end."""
-    name = inputs.case_name(path)
-    return name[: -len(postfix)] if postfix and name.endswith(postfix) else name
-
-
 def _check_split_options(val_fraction: float, test_fraction: float, folds: int = 0) -> None:
     if not (0.0 <= val_fraction < 1.0 and 0.0 <= test_fraction < 1.0):
         raise ValueError(f"val_fraction and test_fraction must be in [0, 1), got {val_fraction}, {test_fraction}")
     if folds < 0 or folds == 1:
         raise ValueError(f"folds must be 0 (no folds) or at least 2, got {folds}")
+
+
+@dataclass(frozen=True)
+class DatalistOptions:
+    """
+    The options every preparation command shares: how the cases are split, checked and written.
+
+    Attributes:
+        val_fraction: share of the labelled cases listed under ``validation`` (``split_cases``).
+        test_fraction: share of the labelled cases held out under ``test`` with their labels.
+        seed: seed of the split and of the folds.
+        folds: > 1 adds a ``fold`` index to every training entry (``assign_folds``).
+        overwrite: replace an existing datalist (and files the command converts or relabels).
+        skip_invalid: leave bad cases out (listed in ``<output stem>.excluded.json``) instead of failing.
+        num_workers: threads that load cases during validation.
+
+    Raises:
+        ValueError: a fraction outside [0, 1) or ``folds`` 1 or negative (``from_flags``: also an unknown
+            option, with the closest known names).
+    """
+
+    val_fraction: float = 0.0
+    test_fraction: float = 0.0
+    seed: int = 0
+    folds: int = 0
+    overwrite: bool = False
+    skip_invalid: bool = False
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        _check_split_options(self.val_fraction, self.test_fraction, self.folds)
+
+    @classmethod
+    def from_flags(cls, flags: dict[str, Any]) -> DatalistOptions:
+        """The options of a command's ``**options`` flags, refusing a misspelt one before any work."""
+        check_options(flags, [f.name for f in fields(cls)], what="option")
+        return cls(**flags)
 
 
 def split_cases(
@@ -147,19 +174,13 @@ def prepare_datalist(
     *,
     info: dict[str, Any],
     allowed_label_values: Iterable[float] | None = MSD_PANCREAS_LABELS,
-    val_fraction: float = 0.0,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    folds: int = 0,
-    overwrite: bool = False,
-    skip_invalid: bool = False,
-    num_workers: int = 2,
+    options: DatalistOptions = DatalistOptions(),
     finalize: Callable[[Case], Case] | None = None,
 ) -> Path:
     """
     Validate ``cases``, split the labelled ones and write the datalist JSON to ``output``; return its path.
 
-    Every case is checked (``scripts.validation.check_case``: readable, a CT volume in HU, label on the
+    Every case is checked (``scripts.data.checks.check_case``: readable, a CT volume in HU, label on the
     image's grid with only ``allowed_label_values`` and some foreground; an image or a label without its
     partner is a problem too). Any problem raises ``DatalistError`` listing all of them, unless
     ``skip_invalid``: then the bad cases are left out and listed in ``<output stem>.excluded.json``.
@@ -169,23 +190,25 @@ def prepare_datalist(
     Args:
         info: top-level entries of the JSON (``name``, ``description``, ``labels``); ``tensorImageSize`` (3D)
             and ``modality`` (CT) are added.
-        val_fraction, test_fraction, seed: see ``split_cases``.
-        folds: > 1 adds a ``fold`` index to every training entry (``assign_folds``).
-        overwrite: replace existing output files; otherwise they raise ``FileExistsError``.
-        num_workers: threads that load cases during validation.
+        options: split, overwrite, skip_invalid and num_workers (``DatalistOptions``).
+
+    Raises:
+        FileExistsError: the datalist (or, with ``skip_invalid``, its exclusion report) exists and not ``overwrite``.
+        DatalistError: listing every bad case, unless ``skip_invalid``.
+        ValueError: no case, two cases with one name, or no valid case.
     """
-    _check_split_options(val_fraction, test_fraction, folds)
+    val_fraction, test_fraction, seed, folds = options.val_fraction, options.test_fraction, options.seed, options.folds
+    skip_invalid = options.skip_invalid
     output = Path(output).expanduser().absolute()
     report = output.with_suffix(".excluded.json")
-    for path in (output, report) if skip_invalid else (output,):
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if not options.overwrite:
+        refuse_existing((output, report) if skip_invalid else (output,), hint="pass --overwrite to replace it")
     if not cases:
         raise ValueError("no case found")
     duplicates = sorted(name for name, count in Counter(case.name for case in cases).items() if count > 1)
     if duplicates:
         raise ValueError(f"several cases share a name (names pair images with labels): {duplicates}")
-    problems = _check(cases, num_workers, allowed_label_values=allowed_label_values)
+    problems = _check(cases, options.num_workers, allowed_label_values=allowed_label_values)
     if problems and not skip_invalid:
         raise _datalist_error(cases, problems)
     good = []

@@ -14,10 +14,13 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from scripts.validation import MSD_PANCREAS_LABELS, InputError
+from scripts.data.checks import MSD_PANCREAS_LABELS
+from scripts.data.errors import InputError
+from scripts.data.naming import case_name
 
-from .datalist import PANCREAS_LABELS, Case, case_name, prepare_datalist
+from .datalist import PANCREAS_LABELS, Case, DatalistOptions, prepare_datalist
 
 __all__ = ["folder", "folder_cases"]
 
@@ -65,13 +68,7 @@ def folder(
     image_postfix: str = "",
     label_postfix: str = "",
     label_values: Sequence[int] | None = MSD_PANCREAS_LABELS,
-    val_fraction: float = 0.0,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    folds: int = 0,
-    overwrite: bool = False,
-    skip_invalid: bool = False,
-    num_workers: int = 2,
+    **options: Any,
 ) -> str:
     """
     Write the datalist of images and labels found by glob patterns; return the datalist path.
@@ -83,11 +80,10 @@ def folder(
         match: regular expression that extracts the case name from a file name, e.g. ``"case_(\\d+)"``.
         image_postfix, label_postfix: removed from the end of the names (after the suffix), e.g. ``_seg``.
         label_values: values a label may hold (default 0, 1, 2; training counts every value > 0 as pancreas).
-        val_fraction, test_fraction, seed, folds: explicit splits (see ``scripts.prepare.datalist``).
-        overwrite: replace an existing datalist.
-        skip_invalid: leave bad cases out (listed in ``<output stem>.excluded.json``) instead of failing.
-        num_workers: threads that load cases during validation.
+        options: ``scripts.prepare.DatalistOptions`` (val_fraction, test_fraction, seed, folds, overwrite,
+            skip_invalid, num_workers).
     """
+    settings = DatalistOptions.from_flags(options)
     cases = folder_cases(images, labels, match, image_postfix, label_postfix)
     info = {
         "name": "folder",
@@ -100,12 +96,6 @@ def folder(
             output,
             info=info,
             allowed_label_values=label_values,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            folds=folds,
-            overwrite=overwrite,
-            skip_invalid=skip_invalid,
-            num_workers=num_workers,
+            options=settings,
         )
     )

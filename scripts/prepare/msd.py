@@ -9,21 +9,23 @@ label files are used as they are unless another merge is asked for.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 from monai.apps import DecathlonDataset, download_and_extract
 
-from scripts.validation import MSD_PANCREAS_LABELS, InputError
-from scripts.writers import atomic_path
+from scripts.data.checks import MSD_PANCREAS_LABELS
+from scripts.data.datalists import read_datalist, read_json
+from scripts.data.errors import InputError
+from scripts.data.naming import case_name
+from scripts.data.writers import atomic_path, refuse_existing
 
-from .datalist import Case, case_name, prepare_datalist
+from .datalist import Case, DatalistOptions, prepare_datalist
 
 __all__ = ["TASK", "download_msd", "msd", "msd_cases", "relabel"]
 
@@ -53,14 +55,13 @@ def msd_cases(root: Path) -> tuple[list[Case], dict]:
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: --root must be an MSD task folder (e.g. {TASK})")
-    meta = json.loads(meta_path.read_text())
-    cases = []
-    for entry in meta.get("training", []):
-        image, label = (os.path.normpath(root / entry[key]) for key in ("image", "label"))
-        cases.append(Case(case_name(image), image, label))
-    for entry in meta.get("test", []):
-        image = os.path.normpath(root / (entry["image"] if isinstance(entry, Mapping) else entry))
-        cases.append(Case(case_name(image), image, needs_label=False))
+    meta = read_json(meta_path)
+    cases = [
+        Case(case_name(entry["image"]), entry["image"], entry.get("label"))
+        for entry in read_datalist(meta_path, sections=("training",))
+    ]
+    for entry in read_datalist(meta_path, sections=("test",)):
+        cases.append(Case(case_name(entry["image"]), entry["image"], needs_label=False))
     return cases, meta
 
 
@@ -96,13 +97,7 @@ def msd(
     write_labels: bool = False,
     labels_dir: str | None = None,
     download: bool = False,
-    val_fraction: float = 0.0,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    folds: int = 0,
-    overwrite: bool = False,
-    skip_invalid: bool = False,
-    num_workers: int = 2,
+    **options: Any,
 ) -> str:
     """
     Write the datalist of an MSD Task07_Pancreas folder; return the datalist path.
@@ -116,11 +111,10 @@ def msd(
         write_labels: write relabelled label files even for the default mapping.
         labels_dir: where relabelled labels go; default ``<output folder>/labelsTr_merged``.
         download: download the task first (needs network access) if ``root/dataset.json`` is absent.
-        val_fraction, test_fraction, seed, folds: explicit splits (see ``scripts.prepare.datalist``).
-        overwrite: replace an existing datalist and relabelled files.
-        skip_invalid: leave bad cases out (listed in ``<output stem>.excluded.json``) instead of failing.
-        num_workers: threads that load cases during validation.
+        options: ``scripts.prepare.DatalistOptions`` (val_fraction, test_fraction, seed, folds, skip_invalid,
+            num_workers, and overwrite, which also replaces relabelled files).
     """
+    settings = DatalistOptions.from_flags(options)
     root_path = Path(root).expanduser().absolute()
     if download and not (root_path / "dataset.json").is_file():
         download_msd(root_path)
@@ -134,8 +128,8 @@ def msd(
         existing = [
             str(target / Path(c.label).name) for c in cases if c.label and (target / Path(c.label).name).exists()
         ]
-        if existing and not overwrite:
-            raise FileExistsError(f"{len(existing)} relabelled file(s) exist, e.g. {existing[0]}; pass --overwrite")
+        if not settings.overwrite:
+            refuse_existing(existing, hint="pass --overwrite to replace the relabelled files")
         target.mkdir(parents=True, exist_ok=True)
         finalize = partial(relabel, mapping=mapping, labels_dir=target)
         labels = {
@@ -153,13 +147,7 @@ def msd(
             output,
             info=info,
             allowed_label_values=MSD_PANCREAS_LABELS,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            folds=folds,
-            overwrite=overwrite,
-            skip_invalid=skip_invalid,
-            num_workers=num_workers,
+            options=settings,
             finalize=finalize,
         )
     )

@@ -4,11 +4,11 @@ Datalist of NIH Pancreas-CT as TCIA distributes it: DICOM series plus NIfTI labe
 Layout read: ``root/Pancreas-CT/PANCREAS_0001/<study>/<series>/*.dcm`` (one CT series per patient;
 ``root`` may also be the ``Pancreas-CT`` folder itself) and ``labels/label0001.nii.gz`` (0 background,
 1 pancreas). Patients and labels are matched by number. The datalist points the image at the DICOM
-series folder, which the configs' loader (``scripts.loading``) reads directly, or, with ``convert_to``, at a NIfTI copy stored in
+series folder, which the configs' loader (``scripts.data.readers``) reads directly, or, with ``convert_to``, at a NIfTI copy stored in
 the label's axis order, so image and label share shape and affine.
 
 The NIH labels are known to need orientation care relative to the DICOM: every pair is checked on
-its voxel grid (shape and affine, see ``scripts.validation.label_problems``) and mismatches are
+its voxel grid (shape and affine, see ``scripts.data.checks.label_problems``) and mismatches are
 reported with both geometries.
 """
 
@@ -17,17 +17,18 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
 from monai.transforms import Orientation
 
-from scripts.loading import load_input
-from scripts.validation import InputError
-from scripts.writers import AtomicNibabelWriter
+from scripts.data.errors import InputError
+from scripts.data.readers import load_input
+from scripts.data.writers import AtomicNibabelWriter, refuse_existing
 
-from .datalist import PANCREAS_LABELS, Case, prepare_datalist
+from .datalist import PANCREAS_LABELS, Case, DatalistOptions, prepare_datalist
 
 __all__ = ["LABEL_VALUES", "convert_series", "nih", "nih_cases"]
 
@@ -107,13 +108,7 @@ def nih(
     labels: str,
     output: str,
     convert_to: str | None = None,
-    val_fraction: float = 0.0,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    folds: int = 0,
-    overwrite: bool = False,
-    skip_invalid: bool = False,
-    num_workers: int = 2,
+    **options: Any,
 ) -> str:
     """
     Write the datalist of NIH Pancreas-CT (TCIA DICOM + NIfTI labels); return the datalist path.
@@ -124,19 +119,20 @@ def nih(
         output: datalist JSON to write (paths in it are relative to its folder).
         convert_to: folder for NIfTI copies of the DICOM series, in the label's axis order; without it
             the datalist points at the DICOM series folders.
-        val_fraction, test_fraction, seed, folds: explicit splits (see ``scripts.prepare.datalist``).
-        overwrite: replace an existing datalist and convert again series converted before.
-        skip_invalid: leave bad cases out (listed in ``<output stem>.excluded.json``) instead of failing.
-        num_workers: threads that load cases during validation.
+        options: ``scripts.prepare.DatalistOptions`` (val_fraction, test_fraction, seed, folds, skip_invalid,
+            num_workers, and overwrite, which also converts again series converted before).
     """
+    settings = DatalistOptions.from_flags(options)
     output_path = Path(output).expanduser().absolute()
-    if output_path.exists() and not overwrite:  # fail before a long conversion
-        raise FileExistsError(f"{output_path} exists; pass --overwrite to replace it")
+    if not settings.overwrite:  # fail before a long conversion
+        refuse_existing([output_path], hint="pass --overwrite to replace it")
     target = None
     if convert_to is not None:
         target = Path(convert_to).expanduser().absolute()
         target.mkdir(parents=True, exist_ok=True)
-    cases = nih_cases(Path(root).expanduser().absolute(), Path(labels).expanduser().absolute(), target, overwrite)
+    cases = nih_cases(
+        Path(root).expanduser().absolute(), Path(labels).expanduser().absolute(), target, settings.overwrite
+    )
     info = {
         "name": "NIH-Pancreas-CT",
         "description": f"datalist of {root} and {labels} written by python -m scripts.prepare nih",
@@ -148,12 +144,6 @@ def nih(
             output_path,
             info=info,
             allowed_label_values=LABEL_VALUES,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            folds=folds,
-            overwrite=overwrite,
-            skip_invalid=skip_invalid,
-            num_workers=num_workers,
+            options=settings,
         )
     )

@@ -1,6 +1,16 @@
-"""Transforms of the pancreas_ct_dualssl bundle."""
+"""Transforms of the pancreas_ct_dualssl bundle: input check, structure maps for DualSSL, inference outputs."""
 
+from .check_image import CheckImaged
+from .entropy import PredictiveEntropyd, predictive_entropy
+from .foreground import ForegroundProbabilityd
+from .save_case import SaveCaseImaged
 from .structure_maps import PancreasStructureMapsd
-from .uncertainty_corruption import RandUncertaintyCorruption, predictive_entropy, uncertainty_region
 
-__all__ = ["PancreasStructureMapsd", "RandUncertaintyCorruption", "predictive_entropy", "uncertainty_region"]
+__all__ = [
+    "CheckImaged",
+    "ForegroundProbabilityd",
+    "PancreasStructureMapsd",
+    "PredictiveEntropyd",
+    "SaveCaseImaged",
+    "predictive_entropy",
+]

@@ -1,5 +1,5 @@
 """
-Load what ``scripts.inputs.resolve_images`` lists, each kind of input with exactly one reader.
+Load what ``scripts.data.datalists.resolve_images`` lists, each kind of input with exactly one reader.
 
 ``LoadImaged`` with a ``reader`` argument tries that reader and then silently falls back to every other
 installed reader (``PydicomReader`` would read a DICOM folder that ``DicomSeriesReader`` refused, with
@@ -19,11 +19,12 @@ from monai.data import ImageReader, ITKReader, NibabelReader, NrrdReader
 from monai.transforms import LoadImaged
 from monai.utils import OptionalImportError, ensure_tuple
 
-from scripts.dicom import DicomSeriesReader
-from scripts.inputs import IMAGE_SUFFIXES, image_suffix
-from scripts.validation import InputError
+from scripts.data.dicom import DicomSeriesReader
+from scripts.data.errors import InputError
 
-__all__ = ["READERS", "InputReader", "LoadInputImaged", "load_input"]
+__all__ = ["DICOM_SERIES", "IMAGE_SUFFIXES", "READERS", "InputReader", "LoadInputImaged", "image_suffix", "load_input"]
+
+DICOM_SERIES = "dicom series folder"
 
 READERS: dict[str, tuple[type[ImageReader], str]] = {
     ".nii.gz": (NibabelReader, "nibabel"),
@@ -31,12 +32,18 @@ READERS: dict[str, tuple[type[ImageReader], str]] = {
     ".nrrd": (NrrdReader, "pynrrd"),
     ".mha": (ITKReader, "itk"),
     ".mhd": (ITKReader, "itk"),
-    "dicom series folder": (DicomSeriesReader, "pydicom"),
+    DICOM_SERIES: (DicomSeriesReader, "pydicom"),
 }
-"""Reader class, and the package it needs, for each kind of input (suffix, or a folder)."""
+"""Reader class, and the package it needs, for each kind of input (a file suffix, or a DICOM series folder)."""
 
-if set(READERS) - {"dicom series folder"} != set(IMAGE_SUFFIXES):
-    raise RuntimeError("scripts.loading.READERS and scripts.inputs.IMAGE_SUFFIXES list different formats")
+IMAGE_SUFFIXES = tuple(kind for kind in READERS if kind != DICOM_SERIES)
+"""Image files read as one case each."""
+
+
+def image_suffix(path: PathLike) -> str | None:
+    """The ``IMAGE_SUFFIXES`` entry that ``path`` ends with (case-insensitive), or None."""
+    name = Path(path).name.lower()
+    return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), None)
 
 
 class InputReader(ImageReader):
@@ -54,7 +61,7 @@ class InputReader(ImageReader):
 
     def _kind(self, path: str) -> str:
         if os.path.isdir(path):
-            return "dicom series folder"
+            return DICOM_SERIES
         suffix = image_suffix(path)
         if suffix is None:
             raise InputError(path, f"unsupported file type; expected {', '.join(READERS)}")

@@ -1,8 +1,8 @@
 """
 Single-source domain-generalisation benchmark on the embedded phantom.
 
-    python -m scripts.generalization                       # CPU budget (2 cores: about 25 minutes)
-    python -m scripts.generalization --scale 8 --seeds 5   # GPU budget: 8x the iterations, 5 seeds
+    python -m scripts.benchmarks.generalization                       # CPU budget (2 cores: about 25 minutes)
+    python -m scripts.benchmarks.generalization --scale 8 --seeds 5   # GPU budget: 8x the iterations, 5 seeds
 
 Trains the plain supervised baseline, DualSSL and the two ablations (configs/train.yaml with
 configs/baseline.yaml, -, configs/contrastive_only.yaml, configs/restoration_only.yaml) on the phantom
@@ -22,10 +22,11 @@ from pathlib import Path
 import fire
 import numpy as np
 
+from scripts.bundle import BUNDLE_ROOT, config_files
 from scripts.evaluation import DomainEvaluator
+from scripts.evaluation.report import finite_statistics
 from scripts.phantom import DOMAINS, ensure_dataset
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "baseline": ["baseline.yaml"],
     "contrastive_only": ["contrastive_only.yaml"],
@@ -33,10 +34,6 @@ VARIANTS = {
     "dualssl": [],
 }
 TEST_SEED = 1000
-
-
-def _configs(names: list[str]) -> list[str]:
-    return [str(BUNDLE_ROOT / "configs" / name) for name in ["train.yaml", *names]]
 
 
 def train_run(variant: str, seed: int, data_dir: Path, run_dir: Path, budget: dict) -> float:
@@ -51,7 +48,7 @@ def train_run(variant: str, seed: int, data_dir: Path, run_dir: Path, budget: di
         "resume": True,
         **budget,
     }
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(_configs(VARIANTS[variant]))]
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(config_files("train.yaml", *VARIANTS[variant]))]
     args += ["--meta_file", str(BUNDLE_ROOT / "configs" / "metadata.json")]
     for key, value in overrides.items():
         args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
@@ -66,12 +63,11 @@ def train_run(variant: str, seed: int, data_dir: Path, run_dir: Path, budget: di
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    finite = np.asarray(values, dtype=float)
-    finite = finite[np.isfinite(finite)]
-    return (float(finite.mean()), float(finite.std())) if finite.size else (float("nan"), float("nan"))
+    stats = finite_statistics(values)
+    return stats["mean"], stats["std"]
 
 
-def write_report(results: dict, domains: list[str], docs_dir: Path, command: str, budget: dict) -> None:
+def write_benchmark_report(results: dict, domains: list[str], docs_dir: Path, command: str, budget: dict) -> None:
     """Markdown table and bar chart of per-seed case means, mean +- std over seeds."""
     import matplotlib
 
@@ -185,10 +181,10 @@ def main(
             print(f"{variant} seed {seed}: {seconds:.0f} s, Dice " + ", ".join(
                 f"{d} {np.nanmean(scores[d]['dice']):.3f}" for d in domains), flush=True)
     selected = {v: results[v] for v in variants if v in results}
-    command = "python -m scripts.generalization" + (f" --scale {scale:g}" if scale != 1 else "") + (
+    command = "python -m scripts.benchmarks.generalization" + (f" --scale {scale:g}" if scale != 1 else "") + (
         f" --seeds {seeds}" if seeds != 3 else "") + (
         f" --variants {','.join(variants)}" if set(variants) != set(VARIANTS) else "")
-    write_report(selected, domains, Path(docs_dir), command, budget)
+    write_benchmark_report(selected, domains, Path(docs_dir), command, budget)
     print((Path(docs_dir) / "generalization.md").read_text())
 
 

@@ -15,8 +15,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
-from scripts.random_state import global_rng_state, set_global_rng_state
-from scripts.writers import atomic_path
+from scripts.data.writers import atomic_path, refuse_existing
+from scripts.engines.random_state import global_rng_state, set_global_rng_state
 
 __all__ = ["AtomicCheckpointSaver", "ResumableCheckpointer", "atomic_torch_save", "load_latest_checkpoint"]
 
@@ -148,11 +148,10 @@ class ResumableCheckpointer:
         self.n_saved = n_saved
         self.resume = resume
         self._last_saved_iteration: int | None = None
-        earlier = sorted(p.name for p in self.save_dir.glob("*.pt")) if self.save_dir.is_dir() else []
-        if earlier and not resume:
-            raise FileExistsError(
-                f"{self.save_dir} holds checkpoints of an earlier run ({', '.join(earlier)}); set resume to true "
-                "to continue that run, or choose another output_dir: nothing is overwritten."
+        if not resume and self.save_dir.is_dir():
+            refuse_existing(
+                sorted(self.save_dir.glob("*.pt")),
+                hint="set resume to true to continue that run, or choose another output_dir: nothing is overwritten",
             )
 
     def attach(self, engine: Engine) -> None:

@@ -9,29 +9,10 @@ import torch
 import torch.nn.functional as F
 from monai.utils import ensure_tuple_rep
 
-from scripts.random_state import LazyDeviceGenerator
+from scripts.engines.random_state import LazyDeviceGenerator
+from scripts.transforms.entropy import predictive_entropy
 
-__all__ = ["predictive_entropy", "uncertainty_region", "RandUncertaintyCorruption"]
-
-
-def predictive_entropy(probabilities: torch.Tensor, dim: int = 1, normalize: bool = True) -> torch.Tensor:
-    """
-    Voxel-wise predictive entropy over the class dimension ``dim``.
-
-    Args:
-        probabilities: class probabilities, e.g. ``(B, C, *spatial)`` with ``dim=1`` (``C >= 2``).
-        dim: the class dimension.
-        normalize: divide by ``log C``, so that the result is in [0, 1]; otherwise nats, in [0, log C].
-
-    Returns:
-        ``-sum_c p_c log p_c`` (``0 log 0 = 0``), the class dimension kept with size 1, e.g. ``(B, 1, *spatial)``:
-        maximal for a uniform, 0 for a one-hot prediction.
-    """
-    num_classes = probabilities.shape[dim]
-    if num_classes < 2:
-        raise ValueError(f"at least two classes are needed, got {num_classes}.")
-    entropy = -torch.xlogy(probabilities, probabilities).sum(dim=dim, keepdim=True)
-    return (entropy / math.log(num_classes)).clamp(0.0, 1.0) if normalize else entropy
+__all__ = ["RandUncertaintyCorruption", "uncertainty_region"]
 
 
 def uncertainty_region(band: torch.Tensor, probabilities: torch.Tensor, top_percent: float) -> torch.Tensor:
@@ -136,7 +117,7 @@ class RandUncertaintyCorruption:
         return self
 
     def state_dict(self) -> dict:
-        """The generator's state, for checkpoints (see ``scripts.random_state.LazyDeviceGenerator``)."""
+        """The generator's state, for checkpoints (see ``scripts.engines.random_state.LazyDeviceGenerator``)."""
         return self.generator.state_dict()
 
     def load_state_dict(self, state: dict) -> None:

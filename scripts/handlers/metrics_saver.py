@@ -11,6 +11,8 @@ from typing import Any
 from ignite.engine import Engine
 from monai.handlers import MetricsSaver
 
+from scripts.data.writers import refuse_existing
+
 __all__ = ["AtomicMetricsSaver"]
 
 
@@ -26,12 +28,10 @@ class AtomicMetricsSaver(MetricsSaver):
     def __init__(self, save_dir: str, *args: Any, overwrite: bool = False, **kwargs: Any) -> None:
         super().__init__(save_dir, *args, **kwargs)
         self.report_dir = Path(save_dir)
-        earlier = sorted(p.name for p in self.report_dir.iterdir() if p.is_file()) if self.report_dir.is_dir() else []
-        if earlier and not overwrite:
-            shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
-            raise FileExistsError(
-                f"{self.report_dir} holds an earlier report ({shown}); set overwrite to true to replace it, or "
-                "choose another output_dir"
+        if not overwrite and self.report_dir.is_dir():
+            refuse_existing(
+                sorted(p for p in self.report_dir.iterdir() if p.is_file()),
+                hint="set overwrite to true to replace the earlier report, or choose another output_dir",
             )
 
     def __call__(self, engine: Engine) -> None:

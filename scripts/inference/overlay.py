@@ -1,4 +1,4 @@
-"""Quality-check pictures: a predicted mask drawn over its CT (any input ``scripts.loading`` reads, DICOM included)."""
+"""Quality-check pictures: a predicted mask drawn over its CT (any input ``scripts.data.readers`` reads, DICOM included)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scripts.loading import load_input  # noqa: E402
-from scripts.writers import atomic_path  # noqa: E402
+from scripts.data.readers import load_input  # noqa: E402
+from scripts.data.writers import atomic_path  # noqa: E402
 
 __all__ = ["save_overlay"]
 

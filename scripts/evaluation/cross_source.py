@@ -1,7 +1,7 @@
 """
 Cross-source evaluation: one model on several named labelled test sets, one report.
 
-    python -m scripts.cross_source --test_sets configs/test_sets_phantom.yaml --checkpoint models/model.pt \
+    python -m scripts.evaluation --test_sets configs/test_sets_phantom.yaml --checkpoint models/model.pt \
         --output_dir eval/cross_source
 
 The test sets (phantom domains, MSD-style folders, datalists) are listed in a small YAML file, see
@@ -17,11 +17,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import fire
-
-from scripts.evaluation import CaseError, CaseEvaluator, MetricColumn, read_test_sets, write_report
-from scripts.evaluation.labelled_sets import case_name
-from scripts.evaluation.report import check_outputs
+from scripts.data.naming import case_name
+from scripts.evaluation.evaluator import CaseError, CaseEvaluator
+from scripts.evaluation.labelled_sets import read_test_sets
+from scripts.evaluation.report import MetricColumn, check_outputs, write_report
 
 __all__ = ["CONFIG_METRICS", "main", "metric_columns"]
 
@@ -106,6 +105,3 @@ def main(
     paths = write_report(rows, columns, datasets, output_dir, preamble, overwrite)
     print(paths["markdown"].read_text())
 
-
-if __name__ == "__main__":
-    fire.Fire(main)

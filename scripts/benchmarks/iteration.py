@@ -1,8 +1,8 @@
 """
 Time one DualSSL training iteration against a plain supervised one on the same patches.
 
-    python -m scripts.benchmark_iteration --iterations 10 --batch 2
-    python -m scripts.benchmark_iteration --entropy_top_percent 0   # any config key can be overridden
+    python -m scripts.benchmarks.iteration --iterations 10 --batch 2
+    python -m scripts.benchmarks.iteration --entropy_top_percent 0   # any config key can be overridden
 
 Both trainers are built from ``configs/train.yaml`` (the baseline with ``configs/baseline.yaml`` on top), share
 the network initialisation and run on the same batch of phantom patches with structure maps. The script
@@ -22,25 +22,14 @@ from monai.bundle import ConfigParser
 from monai.data import list_data_collate
 from monai.transforms import Compose
 
+from scripts.bundle import bundle_parser
 from scripts.phantom import generate_case
-
-BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parser(*overrides: str, **values) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(BUNDLE_ROOT / "configs" / name) for name in ("train.yaml", *overrides)])
     # no handlers: timing only, nothing is validated, logged or saved
-    parser.update(
-        {
-            "bundle_root": str(BUNDLE_ROOT),
-            "ssl_start_iteration": 1,
-            "ssl_rampup_iterations": 0,
-            "train#handlers": [],
-            **values,
-        }
-    )
-    return parser
+    values = {"ssl_start_iteration": 1, "ssl_rampup_iterations": 0, "train#handlers": [], **values}
+    return bundle_parser(("train.yaml", *overrides), values)
 
 
 def _batch(parser: ConfigParser, batch_size: int, seed: int) -> dict:

@@ -17,9 +17,9 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from scripts.dicom import read_series
-from scripts.inputs import output_path
-from scripts.writers import atomic_path
+from scripts.data.dicom import read_series
+from scripts.data.naming import output_path
+from scripts.data.writers import atomic_path
 
 __all__ = ["SaveDicomSegd", "dicom_seg_frames", "write_dicom_seg"]
 
@@ -34,7 +34,7 @@ def dicom_seg_frames(mask: torch.Tensor | np.ndarray, affine: np.ndarray, source
     Args:
         mask: ``(1, columns, rows, slices)`` or ``(columns, rows, slices)``, slices in the order of ``source``.
         affine: the mask's RAS affine (mm); every source slice must lie where the affine puts its frame.
-        source: the series' datasets in slice order (``scripts.dicom.read_series``).
+        source: the series' datasets in slice order (``scripts.data.dicom.read_series``).
 
     Returns:
         ``(slices, rows, columns)`` uint8 frames, frame ``k`` covering ``source[k]``.

@@ -20,24 +20,29 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from ignite.engine import Events
 from monai.config import PathLike
 from monai.data import DataLoader, Dataset
 from monai.engines import Evaluator
+from monai.handlers import CheckpointLoader
+from monai.transforms import Compose
 from torch.utils.data import Subset
 
-from scripts.inputs import case_name, output_path, pending_cases
-from scripts.overlay import save_overlay
-from scripts.validation import InputError
-from scripts.writers import atomic_path
+from scripts.data.dicom_seg import SaveDicomSegd
+from scripts.data.errors import describe_error
+from scripts.data.naming import case_name, output_path
+from scripts.data.writers import atomic_path, refuse_existing
+from scripts.inference.overlay import save_overlay
+from scripts.transforms import SaveCaseImaged
 
-__all__ = ["BatchInference", "BatchInferenceError", "CaseRecord", "mask_volume_ml", "write_summary"]
+__all__ = ["BatchInference", "BatchInferenceError", "CaseRecord", "mask_volume_ml", "pending_cases", "write_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,78 +80,105 @@ def mask_volume_ml(mask_file: PathLike) -> float:
     return voxels * abs(float(np.linalg.det(mask.affine[:3, :3]))) / 1000.0
 
 
-def _root_cause(error: BaseException) -> BaseException:
+def pending_cases(
+    datalist: Sequence[Mapping[str, str]], output_dir: PathLike, postfix: str, overwrite: bool = False
+) -> list[dict[str, str]]:
     """
-    The error to report: MONAI wraps transform errors (``RuntimeError: applying transform ...``), so take the
-    outermost ``InputError`` of the ``__cause__`` chain (it names the file), else the innermost error.
+    Drop the cases whose output ``<case>_<postfix>.nii.gz`` already exists, unless ``overwrite``; each skipped
+    case is logged.
+
+    Raises:
+        ValueError: when two inputs have the same case name, so would write one file: refused up front instead
+            of one output silently replacing the other.
     """
-    chain = [error]
-    while chain[-1].__cause__ is not None:
-        chain.append(chain[-1].__cause__)
-    return next((e for e in chain if isinstance(e, InputError)), chain[-1])
-
-
-def _describe(error: BaseException) -> str:
-    root = _root_cause(error)
-    return f"{type(root).__name__}: {root}".strip()
+    outputs = [output_path(item["image"], output_dir, postfix) for item in datalist]
+    clashes = sorted({str(o) for o in outputs if outputs.count(o) > 1})
+    if clashes:
+        raise ValueError(f"several inputs would write the same output file(s): {clashes}")
+    pending = []
+    for item, out in zip(datalist, outputs):
+        if out.exists() and not overwrite:
+            logger.warning(f"skipping {item['image']}: {out} exists (set overwrite to true to replace it)")
+            continue
+        pending.append(dict(item))
+    return pending
 
 
 class BatchInference:
     """
     Run ``evaluator`` on each case of ``dataset`` separately and write a summary of the run.
 
+    The files a case gets are those the evaluator's ``postprocessing`` writes: every
+    ``scripts.transforms.SaveCaseImaged`` (``<case>_<postfix>.nii.gz``; the one of ``mask_key`` is the mask)
+    and, for DICOM series inputs, a ``scripts.data.dicom_seg.SaveDicomSegd`` (``<case>_<postfix>.dcm``).
+    The evaluator's ``CheckpointLoader`` handlers load the weights once, before the first case, instead of at
+    the start of every per-case run.
+
     Args:
-        evaluator: a MONAI ``Evaluator`` whose post-processing writes ``<case>_<postfix>.nii.gz`` for
-            each of ``postfixes`` (e.g. ``SaveImaged`` with ``scripts.inputs.CaseFolderLayout``) and, for
-            DICOM series inputs when ``dicom_seg``, ``<case>_<dicom_seg_postfix>.dcm``.
+        evaluator: a MONAI ``Evaluator`` with ``postprocessing`` as its post-processing.
         dataset: the cases (a MONAI ``Dataset`` of ``{"image": path}`` items with its preprocessing);
             each case is loaded through a one-case ``DataLoader``.
+        postprocessing: the evaluator's post-processing (a ``Compose``), read for the outputs it writes.
         output_dir: the folder of every output and of the summary.
-        postfixes: the NIfTI outputs per case; the first is the mask, whose existence marks a case done.
-        dicom_seg: whether the post-processing writes a DICOM SEG object for DICOM series inputs.
-        dicom_seg_postfix: its postfix (``<case>_<postfix>.dcm``).
-        overlay: write ``<case>_<mask postfix>_overlay.png`` (``scripts.overlay.save_overlay``).
+        mask_key: the key of the mask among the saved keys.
+        overlay: write ``<case>_<mask postfix>_overlay.png`` (``scripts.inference.overlay.save_overlay``).
         overlay_window: the CT window (HU) of the overlay.
         overwrite: replace existing outputs instead of skipping the case.
+
+    Raises:
+        ValueError: when ``postprocessing`` saves no ``mask_key`` with ``SaveCaseImaged``.
     """
 
     def __init__(
         self,
         evaluator: Evaluator,
         dataset: Dataset,
+        postprocessing: Compose,
         output_dir: PathLike,
-        postfixes: Sequence[str] = ("seg",),
-        dicom_seg: bool = False,
-        dicom_seg_postfix: str = "seg",
+        mask_key: str = "pred",
         overlay: bool = True,
         overlay_window: Sequence[float] = (-100.0, 240.0),
         overwrite: bool = False,
     ) -> None:
-        if not postfixes:
-            raise ValueError("postfixes must name at least the mask output")
+        savers = [t for t in postprocessing.flatten().transforms if isinstance(t, SaveCaseImaged)]
+        masks = [t for t in savers if mask_key in t.keys]
+        if not masks:
+            raise ValueError(f"the post-processing saves no {mask_key!r} mask with scripts.transforms.SaveCaseImaged")
         self.evaluator = evaluator
         # one complete run per case; ignite's interrupt/resume generator would survive a failed run and make the
         # next run return at once (ignite documents this switch for the pre-0.4.10 behaviour)
         self.evaluator.interrupt_resume_enabled = False
         self.dataset = dataset
         self.output_dir = Path(output_dir)
-        self.postfixes = list(postfixes)
-        self.dicom_seg = dicom_seg
-        self.dicom_seg_postfix = dicom_seg_postfix
+        self.postfixes = [masks[0].postfix] + [t.postfix for t in savers if t is not masks[0]]
+        self.output_ext = masks[0].output_ext
+        dicom_seg = [t for t in postprocessing.flatten().transforms if isinstance(t, SaveDicomSegd)]
+        self.dicom_seg_postfix = dicom_seg[0].output_postfix if dicom_seg else None
         self.overlay = overlay
         self.overlay_window = tuple(overlay_window)
         self.overwrite = overwrite
+        self._weights_loaded = False
+
+    def _load_weights_once(self) -> None:
+        """Run the evaluator's ``CheckpointLoader`` handlers now and detach them from its per-run start event."""
+        if self._weights_loaded:
+            return
+        for handler, *_ in list(self.evaluator._event_handlers[Events.STARTED]):
+            if isinstance(handler, CheckpointLoader):
+                handler(self.evaluator)
+                self.evaluator.remove_event_handler(handler, Events.STARTED)
+        self._weights_loaded = True
 
     def mask_path(self, image: PathLike) -> Path:
-        return output_path(image, self.output_dir, self.postfixes[0])
+        return output_path(image, self.output_dir, self.postfixes[0], self.output_ext)
 
     def overlay_path(self, image: PathLike) -> Path:
         return output_path(image, self.output_dir, f"{self.postfixes[0]}_overlay", ext=".png")
 
     def evaluator_outputs(self, image: PathLike) -> list[Path]:
         """The files the evaluator writes for the case ``image``, the mask first."""
-        outputs = [output_path(image, self.output_dir, postfix) for postfix in self.postfixes]
-        if self.dicom_seg and os.path.isdir(image):
+        outputs = [output_path(image, self.output_dir, postfix, self.output_ext) for postfix in self.postfixes]
+        if self.dicom_seg_postfix is not None and os.path.isdir(image):
             outputs.append(output_path(image, self.output_dir, self.dicom_seg_postfix, ext=".dcm"))
         return outputs
 
@@ -165,6 +197,7 @@ class BatchInference:
         started = datetime.now(UTC)
         items = list(self.dataset.data)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._load_weights_once()
         pending = {item["image"] for item in pending_cases(items, self.output_dir, self.postfixes[0], self.overwrite)}
         records = []
         for index, item in enumerate(items):
@@ -185,12 +218,11 @@ class BatchInference:
         start = time.perf_counter()
         record = CaseRecord(case_name(image), str(image), STATUS_OK)
         outputs = self.case_outputs(image)
-        existing = [str(p) for p in outputs if p.exists()]
-        if existing and not self.overwrite:
-            record.status = STATUS_FAILED
-            record.error = (
-                f"output file(s) from an earlier run exist: {existing}; set overwrite to true to replace them"
-            )
+        try:
+            if not self.overwrite:
+                refuse_existing(outputs)
+        except FileExistsError as error:
+            record.status, record.error = STATUS_FAILED, str(error)
             logger.error(f"case {record.case} ({image}) failed: {record.error}")
             return record
         try:
@@ -204,7 +236,7 @@ class BatchInference:
                 save_overlay(image, mask, self.overlay_path(image), window=self.overlay_window)
         except Exception as error:  # one case must not stop the batch: record it and go on
             record.status = STATUS_FAILED
-            record.error = _describe(error)
+            record.error = describe_error(error)
             logger.error(
                 f"case {record.case} ({image}) failed: {record.error}", exc_info=logger.isEnabledFor(logging.DEBUG)
             )

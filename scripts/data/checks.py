@@ -5,9 +5,9 @@ A bad case found here is reported with its file and the reason, for every case a
 a crash in the middle of an epoch (or a silently wrong model) later:
 
     # in a config: training refuses to start and lists every bad case
-    train#dataset#data: "$scripts.validation.validate_datalist(@data_split[0])"
-    # in a transform chain, right after LoadImaged + EnsureChannelFirstd
-    - _target_: scripts.validation.CheckImaged
+    train#dataset#data: "$scripts.data.checks.validate_datalist(@data_split[0])"
+    # in a transform chain, right after the loader (scripts.transforms.CheckImaged)
+    - _target_: scripts.transforms.CheckImaged
       keys: image
 
 What counts as a CT image here (``image_problems``): one channel and 3 spatial dimensions of at least 2
@@ -31,22 +31,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform
 from nibabel.orientations import inv_ornt_aff, io_orientation
 from pydicom.misc import is_dicom
 
+from scripts.data.errors import DatalistError, InputError
+from scripts.data.readers import load_input
+
 __all__ = [
-    "CheckImaged",
-    "DatalistError",
-    "InputError",
     "check_case",
     "check_datalist",
     "image_problems",
@@ -59,36 +57,6 @@ MSD_PANCREAS_LABELS = (0, 1, 2)
 """Label values of MSD Task07_Pancreas: 0 background, 1 pancreas, 2 tumour."""
 
 logger = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """One bad input file: ``str(error) == f"{path}: {reason}"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):  # keep the two-argument constructor when pickled (e.g. out of a DataLoader worker)
-        return type(self), (self.path, self.reason)
-
-
-class DatalistError(ValueError):
-    """
-    Some cases of a datalist are bad; ``errors`` holds every problem found, one ``InputError`` per file.
-
-    The message says how many of how many cases are bad and lists every problem on its own line.
-    """
-
-    def __init__(self, errors: Sequence[InputError], num_cases: int, num_bad_cases: int) -> None:
-        self.errors = list(errors)
-        self.num_cases = num_cases
-        self.num_bad_cases = num_bad_cases
-        lines = "\n".join(f"  {error}" for error in self.errors)
-        super().__init__(f"{num_bad_cases} of {num_cases} cases are invalid:\n{lines}")
-
-    def __reduce__(self):
-        return type(self), (self.errors, self.num_cases, self.num_bad_cases)
 
 
 def _format_value(value: float) -> str:
@@ -218,28 +186,6 @@ def label_problems(
     return problems
 
 
-class CheckImaged(MapTransform):
-    """
-    Dictionary transform that raises ``InputError`` when ``image_problems`` finds anything in ``data[key]``.
-
-    Place it right after ``LoadImaged`` + ``EnsureChannelFirstd``; the error names the source file
-    (``data[key].meta["filename_or_obj"]``). Data passes through unchanged otherwise.
-    """
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **image_problems_kwargs: Any) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.image_problems_kwargs = image_problems_kwargs
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
-        for key in self.key_iterator(data):
-            image = data[key]
-            path = str(image.meta.get("filename_or_obj", key)) if isinstance(image, MetaTensor) else str(key)
-            problems = image_problems(image, path=path, **self.image_problems_kwargs)
-            if problems:
-                raise InputError(path, "; ".join(problems))
-        return data
-
-
 def _read_reason(path: str | os.PathLike, error: Exception) -> str:
     if os.path.isdir(path):
         files = [entry.path for entry in os.scandir(path) if entry.is_file()]
@@ -252,8 +198,6 @@ def _read_reason(path: str | os.PathLike, error: Exception) -> str:
 
 
 def _load(path: str | os.PathLike) -> tuple[MetaTensor | None, InputError | None]:
-    from scripts.loading import load_input  # the configs' loader; it imports this module, hence here
-
     if not os.path.exists(path):
         return None, InputError(path, "file not found")
     try:
@@ -277,7 +221,7 @@ def check_case(
     """
     Load one datalist item and return its problems, at most one ``InputError`` per file.
 
-    Files are read as the configs read them (``scripts.loading.load_input``: NIfTI, NRRD, MetaImage with
+    Files are read as the configs read them (``scripts.data.readers.load_input``: NIfTI, NRRD, MetaImage with
     ``itk``, DICOM series folders with their series checks). A missing, truncated or unreadable file is
     reported, never raised. ``label_key=None`` checks the image alone (e.g. test cases).
     ``image_problems_kwargs`` go to ``image_problems``.

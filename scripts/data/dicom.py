@@ -9,7 +9,7 @@ RescaleSlope/Intercept applied, float32) with two changes:
   ``InstanceNumber`` alone; ``InstanceNumber`` only picks the direction (the first slice is the one with
   the lower ``InstanceNumber``), so a well-numbered series gets exactly the affine ``PydicomReader`` gives it;
 - the folder is checked before any pixel is decoded (``series_problems``). A folder is refused, with an
-  ``scripts.validation.InputError`` naming the folder and the reason, when a file in it is not readable
+  ``scripts.data.errors.InputError`` naming the folder and the reason, when a file in it is not readable
   DICOM, it mixes series (different ``SeriesInstanceUID``), its slices differ in orientation, size or pixel
   spacing, two slices share a position, a slice is missing (a gap > ``max_gap_ratio`` x the median slice
   spacing), it is not CT, it holds fewer than 2 slices or a multi-frame image, or no installed pixel data
@@ -33,7 +33,7 @@ from monai.utils import MetaKeys, ensure_tuple
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 
-from scripts.validation import InputError
+from scripts.data.errors import InputError
 
 __all__ = ["DicomSeriesReader", "is_dicom_file", "is_dicom_series", "read_series", "series_problems", "slice_positions"]
 
@@ -184,7 +184,7 @@ class DicomSeriesReader(PydicomReader):
     """
     ``PydicomReader`` for one checked CT series folder, slices ordered along their normal.
 
-    Use it through ``scripts.loading.LoadCTImaged``, which picks it for folders; ``read`` takes one folder
+    Use it through ``scripts.data.readers.LoadInputImaged``, which picks it for folders; ``read`` takes one folder
     and raises ``InputError`` for anything ``read_series`` refuses or a slice whose pixels fail to decode.
     ``kwargs`` go to ``PydicomReader`` (``affine_lps_to_ras`` and ``swap_ij`` stay at their defaults to
     keep MONAI's geometry).

@@ -1,0 +1,9 @@
+"""
+The bundle's own files: where the bundle and its configs are, one way to parse them, and the check that
+refuses a misspelt option or config key before any work starts.
+"""
+
+from .configs import BUNDLE_ROOT, CONFIG_DIR, bundle_parser, config_files
+from .options import check_options
+
+__all__ = ["BUNDLE_ROOT", "CONFIG_DIR", "bundle_parser", "check_options", "config_files"]

@@ -1,0 +1,166 @@
+"""
+Datalists: the JSON files that list cases, and the inference input turned into one.
+
+``read_datalist`` is the one reader of datalist JSON in the bundle (inference inputs, labelled test sets);
+training reads its datalist with MONAI's ``load_decathlon_datalist``, which accepts the same files. A file
+is either a Medical Segmentation Decathlon style object (``{"training": [...], "test": [...], ...}``) or a
+list; an entry is ``{"image": path, "label": path, ...}`` or a bare image path. Relative paths are resolved
+against the JSON file's folder and may name DICOM series folders.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.config import PathLike
+
+from scripts.data.dicom import is_dicom_file, is_dicom_series
+from scripts.data.errors import InputError
+from scripts.data.readers import IMAGE_SUFFIXES, image_suffix
+
+__all__ = ["PATH_KEYS", "read_datalist", "read_json", "resolve_images"]
+
+PATH_KEYS = ("image", "label")
+"""Entry keys that hold paths (resolved against the datalist's folder)."""
+logger = logging.getLogger(__name__)
+
+
+def read_datalist(path: PathLike, sections: Sequence[str] = ("training",)) -> list[dict[str, Any]]:
+    """
+    The entries of a datalist JSON file, with absolute paths.
+
+    Args:
+        path: an MSD ``dataset.json`` style object or a JSON list of entries.
+        sections: for an object, the lists it contributes, in this order (missing ones count as empty).
+
+    Returns:
+        ``[{"image": str, "label": str (if any), ...}, ...]``; other keys of an entry are kept as they are.
+
+    Raises:
+        InputError: naming the file (and the line, the section or the entry) when it does not exist, is not
+            valid JSON, is neither an object nor a list, or holds an entry with no ``image`` or a path
+            that is not a string.
+    """
+    path = Path(path).expanduser()
+    content = read_json(path)
+    if isinstance(content, dict):
+        listed = [(f"{section}[{index}]", entry) for section in sections
+                  for index, entry in enumerate(_section(path, content, section))]
+    elif isinstance(content, list):
+        listed = [(f"entry {index}", entry) for index, entry in enumerate(content)]
+    else:
+        raise InputError(path, f"expected a JSON list of cases or an MSD dataset.json object, got {type(content).__name__}")
+    return [_entry(path, where, entry) for where, entry in listed]
+
+
+def read_json(path: PathLike) -> Any:
+    """
+    The content of a JSON file.
+
+    Raises:
+        InputError: naming the file (and the line and column of a syntax error) when it does not exist, is
+            not text or is not valid JSON.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(path, "file not found" if not path.exists() else "not a file, expected a JSON file")
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError as error:
+        raise InputError(path, f"not a text file, expected JSON ({error})") from None
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+
+
+def _section(path: Path, content: dict, section: str) -> list:
+    entries = content.get(section, [])
+    if not isinstance(entries, list):
+        raise InputError(path, f"section {section!r} must be a list of cases, got {type(entries).__name__}")
+    return entries
+
+
+def _entry(path: Path, where: str, entry: Any) -> dict[str, Any]:
+    entry = {"image": entry} if isinstance(entry, str) else entry
+    if not isinstance(entry, dict):
+        raise InputError(path, f"{where} must be an image path or an object with 'image', got {entry!r}")
+    if "image" not in entry:
+        raise InputError(path, f"{where} has no 'image' key: {entry!r}")
+    resolved = dict(entry)
+    for key in PATH_KEYS:
+        if key in entry:
+            if not isinstance(entry[key], str) or not entry[key]:
+                raise InputError(path, f"{where}: {key!r} must be a non-empty path string, got {entry[key]!r}")
+            resolved[key] = os.path.abspath(path.parent / Path(entry[key]).expanduser())
+    return resolved
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and image_suffix(path) is not None
+
+
+def resolve_images(input_path: PathLike) -> list[dict[str, str]]:
+    """
+    List the cases to segment as ``[{"image": path}, ...]``; a path is an image file or a DICOM series folder.
+
+    ``input_path`` may be:
+
+    - one image file (NIfTI ``.nii.gz``/``.nii``, NRRD ``.nrrd``, MetaImage ``.mha``/``.mhd``);
+    - a folder that directly holds DICOM files: one DICOM series, one case;
+    - a folder of cases: its image files and its subfolders that are DICOM series (other entries are
+      ignored and logged), sorted by name;
+    - an MSD-style folder holding a ``dataset.json``, or a datalist JSON file (``read_datalist``: its
+      ``training`` and ``test`` entries).
+
+    Whether a series is readable is checked when the case is loaded (``scripts.data.dicom``), so that one bad
+    series fails only its own case.
+
+    Raises:
+        FileNotFoundError: naming the input, or every listed image that does not exist.
+        InputError: a datalist file that cannot be read (``read_datalist``).
+        ValueError: when the input holds no case, is a single DICOM file, or mixes DICOM files and images.
+    """
+    path = Path(input_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"inference input does not exist: {path}")
+    if path.is_dir() and (path / "dataset.json").is_file():
+        path = path / "dataset.json"
+    if path.is_dir() and is_dicom_series(path):
+        images = [p.name for p in path.iterdir() if _is_image(p)]
+        if images:
+            raise ValueError(
+                f"{path} holds DICOM files and image files ({images[:3]}): put the DICOM series in its own folder"
+            )
+        images = [str(path)]
+    elif path.is_dir():
+        images = []
+        for entry in sorted(path.iterdir()):
+            if _is_image(entry) or (entry.is_dir() and is_dicom_series(entry)):
+                images.append(str(entry))
+            elif not entry.name.startswith("."):
+                logger.info(
+                    f"ignoring {entry}: neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a DICOM series folder"
+                )
+    elif path.suffix == ".json":
+        images = [entry["image"] for entry in read_datalist(path, sections=("training", "test"))]
+    elif _is_image(path):
+        images = [str(path)]
+    elif is_dicom_file(path):
+        raise ValueError(f"{path} is one DICOM file: pass the folder that holds the whole series")
+    else:
+        raise ValueError(
+            f"unsupported inference input {path}: expected an image ({', '.join(IMAGE_SUFFIXES)}), "
+            "a DICOM series folder, a folder of cases or a JSON datalist"
+        )
+    if not images:
+        raise ValueError(
+            f"no NIfTI, NRRD or MetaImage image ({', '.join(IMAGE_SUFFIXES)}) and no DICOM series found in {path}"
+        )
+    missing = [image for image in images if not Path(image).exists()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image(s) listed in {path} do not exist: {missing}")
+    return [{"image": image} for image in images]

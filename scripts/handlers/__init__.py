@@ -1,0 +1,12 @@
+"""Ignite handlers of the bundle: atomic and resumable checkpoints, an atomic metrics report."""
+
+from .checkpointing import AtomicCheckpointSaver, ResumableCheckpointer, atomic_torch_save, load_latest_checkpoint
+from .metrics_saver import AtomicMetricsSaver
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicMetricsSaver",
+    "ResumableCheckpointer",
+    "atomic_torch_save",
+    "load_latest_checkpoint",
+]
