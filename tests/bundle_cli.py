@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+REAL_CT = BUNDLE_ROOT.parent / "shared" / "data" / "real_ct"
+"""Real CT samples beside the project (tests that read them skip when the folder is absent)."""
 
 
 def cli_value(value) -> str:

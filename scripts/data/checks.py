@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.utils import convert_to_tensor
 from nibabel.orientations import inv_ornt_aff, io_orientation
 from pydicom.misc import is_dicom
 
@@ -61,11 +62,6 @@ logger = logging.getLogger(__name__)
 
 def _format_value(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def _plain(x: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """The voxels as a plain tensor: no MetaTensor bookkeeping in the checks."""
-    return x.as_tensor().detach() if isinstance(x, MetaTensor) else torch.as_tensor(x).detach()
 
 
 def _shape(x: Any) -> tuple[int, ...]:
@@ -97,7 +93,7 @@ def image_problems(
         problems.append(f"not a 3D image: shape {shape}, expected (1, H, W, D) with H, W, D >= 2")
     elif shape[0] != 1:
         problems.append(f"{shape[0]} channels (shape {shape}), expected a single-channel CT volume")
-    values = _plain(image).float().flatten()
+    values = convert_to_tensor(image, track_meta=False).detach().float().flatten()
     finite = torch.isfinite(values)
     if not finite.all():
         nan, inf = int(torch.isnan(values).sum()), int(torch.isinf(values).sum())
@@ -171,7 +167,7 @@ def label_problems(
             )
     elif label_shape != image_shape:
         problems.append(f"label shape {label_shape} does not match image shape {image_shape}")
-    values = _plain(label)
+    values = convert_to_tensor(label, track_meta=False).detach()
     if allowed_values is not None:
         allowed = sorted({float(v) for v in allowed_values})
         outside = values[~torch.isin(values, torch.tensor(allowed, dtype=values.dtype, device=values.device))]

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
+from monai.utils import convert_to_tensor
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
@@ -26,10 +26,6 @@ from scripts.networks import DualSSLHeads
 __all__ = ["DualSSLTrainer", "loss_terms"]
 
 LOSS_TERMS = ("loss", "loss_segmentation", "loss_contrastive", "loss_restoration", "ssl_weight", "contrastive_skipped")
-
-
-def _plain(x: torch.Tensor) -> torch.Tensor:
-    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
 def _foreground(logits: torch.Tensor) -> torch.Tensor:
@@ -185,14 +181,14 @@ class DualSSLTrainer(SupervisedTrainer):
     def _map(self, batchdata: dict, key: str) -> torch.Tensor:
         if key not in batchdata:
             raise KeyError(f"DualSSL needs the cached structure map '{key}' in every batch (PancreasStructureMapsd).")
-        return _plain(batchdata[key]).to(self.state.device, non_blocking=self.non_blocking)
+        return convert_to_tensor(batchdata[key], track_meta=False).to(self.state.device, non_blocking=self.non_blocking)
 
     def _iteration(self, engine: DualSSLTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         # plain tensors: MetaTensor bookkeeping on every operation of the iteration costs time and is not needed
-        inputs, targets = (_plain(x) for x in batch[:2])
+        inputs, targets = (convert_to_tensor(x, track_meta=False) for x in batch[:2])
         weight = engine.ssl_weight(engine.state.iteration)
         use_contrastive = weight > 0 and engine.lambda_contrastive > 0
         use_restoration = weight > 0 and engine.lambda_restoration > 0

@@ -19,6 +19,7 @@ from monai.data import DataLoader
 from scripts.bundle import bundle_parser
 from scripts.data.errors import describe_error
 from scripts.data.readers import load_input
+from scripts.engines.single_case import run_single_case
 
 __all__ = ["BundleEvaluator", "CaseError", "CaseEvaluator", "DomainEvaluator"]
 
@@ -44,7 +45,7 @@ class BundleEvaluator:
         self.parser = bundle_parser(CONFIG_FILES, self.overrides)
         self.evaluator = self.parser.get_parsed_content("validate#evaluator")
         # one complete run per call: with ignite's interrupt/resume generator, a run that raised would make the
-        # next run return at once without evaluating (as scripts.inference.batch.BatchInference does)
+        # next run return at once without evaluating (see scripts.engines.single_case)
         self.evaluator.interrupt_resume_enabled = False
         self.network = self.parser.get_parsed_content("network")
 
@@ -120,10 +121,8 @@ class CaseEvaluator(BundleEvaluator):
             data = self.preprocessing(dict(item))
         except Exception as error:
             raise CaseError(self._load_failure(item, error)) from error
-        self.evaluator.data_loader = DataLoader([data], batch_size=1, num_workers=0)
-        self.evaluator.state.epoch_length = 1
         try:
-            self.evaluator.run()
+            run_single_case(self.evaluator, DataLoader([data], batch_size=1, num_workers=0))
         except Exception as error:
             raise CaseError(f"evaluating {item['image']} failed: {describe_error(error)}") from error
         return {name: float(v.flatten()[0]) for name, v in self.evaluator.state.metric_details.items()}

@@ -39,6 +39,7 @@ from scripts.data.dicom_seg import SaveDicomSegd
 from scripts.data.errors import describe_error
 from scripts.data.naming import case_name, output_path
 from scripts.data.writers import atomic_path, refuse_existing
+from scripts.engines.single_case import run_single_case
 from scripts.inference.overlay import save_overlay
 from scripts.transforms import SaveCaseImaged
 
@@ -145,9 +146,6 @@ class BatchInference:
         if not masks:
             raise ValueError(f"the post-processing saves no {mask_key!r} mask with scripts.transforms.SaveCaseImaged")
         self.evaluator = evaluator
-        # one complete run per case; ignite's interrupt/resume generator would survive a failed run and make the
-        # next run return at once (ignite documents this switch for the pre-0.4.10 behaviour)
-        self.evaluator.interrupt_resume_enabled = False
         self.dataset = dataset
         self.output_dir = Path(output_dir)
         self.postfixes = [masks[0].postfix] + [t.postfix for t in savers if t is not masks[0]]
@@ -248,15 +246,7 @@ class BatchInference:
 
     def _infer(self, index: int) -> None:
         """One evaluator run on the case ``index`` alone (a fresh one-case loader, epoch length 1)."""
-        loader = DataLoader(Subset(self.dataset, [index]), batch_size=1, num_workers=0)
-        self.evaluator.data_loader = loader
-        self.evaluator.set_data(loader)
-        self.evaluator.state.epoch_length = len(loader)
-        self.evaluator.run()
-        if self.evaluator.state.iteration != len(loader):
-            raise RuntimeError(
-                f"the evaluator ran {self.evaluator.state.iteration} iterations instead of {len(loader)}"
-            )
+        run_single_case(self.evaluator, DataLoader(Subset(self.dataset, [index]), batch_size=1, num_workers=0))
 
 
 def write_summary(records: Sequence[CaseRecord], output_dir: PathLike, started: datetime) -> Path:

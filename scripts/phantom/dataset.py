@@ -18,7 +18,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.data.writers import atomic_path
+from scripts.data.datalists import read_json
+from scripts.data.writers import atomic_path, refuse_existing
 
 from .anatomy import ORGAN_LABELS
 from .case import generate_case
@@ -74,8 +75,8 @@ def write_dataset(
     meta_path = out / "dataset.json"
     if meta_path.exists():
         if not overwrite:
-            raise FileExistsError(f"{out} already holds a dataset (dataset.json); pass overwrite=True to replace it")
-        old = json.loads(meta_path.read_text())
+            refuse_existing([meta_path], hint="pass overwrite=True to replace the dataset")
+        old = read_json(meta_path)
         meta_path.unlink()  # the folder is incomplete until the new dataset.json is written
     else:
         old = {}
@@ -128,7 +129,8 @@ def ensure_dataset(
     meta_path = out / "dataset.json"
     if not meta_path.exists():
         return write_dataset(out, dom, cases, seed)
-    recorded = json.loads(meta_path.read_text()).get("phantom")
+    meta = read_json(meta_path)
+    recorded = meta.get("phantom") if isinstance(meta, dict) else None
     expected = _phantom_record(dom, int(cases), int(seed), False)
     if recorded is None:
         raise ValueError(f"{meta_path} is not a phantom dataset (no 'phantom' entry); choose another folder")
@@ -139,7 +141,7 @@ def ensure_dataset(
             f"{out} holds a phantom dataset with different parameters ({details}); "
             "delete the folder or call write_dataset(..., overwrite=True) to regenerate it"
         )
-    entries = json.loads(meta_path.read_text())["training"]
+    entries = meta["training"]
     missing = [rel for entry in entries for rel in entry.values() if not (out / rel).exists()]
     if missing:
         raise ValueError(f"{out} is incomplete (missing {missing[:3]}); regenerate it with overwrite=True")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from functools import lru_cache
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -29,7 +28,7 @@ from scripts.phantom import (
 )
 from scripts.phantom.acquisition import tissue_values
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.bundle_cli import BUNDLE_ROOT as REPO
 REQUIRED_DOMAINS = ("source", "target_arterial", "target_noncontrast", "target_lowdose")
 SEED = 3
 

@@ -16,7 +16,7 @@ from scripts.data.errors import DatalistError, InputError
 from scripts.phantom import DOMAINS, case_seed, generate_case
 from scripts.transforms import CheckImaged
 
-REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_ct"
+from tests.bundle_cli import REAL_CT
 SHAPE = (16, 16, 16)
 
 

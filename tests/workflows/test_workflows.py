@@ -12,7 +12,7 @@ import torch
 
 from scripts.bundle import bundle_parser
 
-from tests.bundle_cli import BUNDLE_ROOT, run_bundle
+from tests.bundle_cli import run_bundle
 
 pytestmark = pytest.mark.slow
 

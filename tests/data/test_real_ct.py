@@ -17,7 +17,7 @@ from scripts.data.dicom_seg import write_dicom_seg
 from scripts.data.readers import load_input
 from tests.bundle_cli import BUNDLE_ROOT
 
-REAL_CT = BUNDLE_ROOT.parent / "shared" / "data" / "real_ct"
+from tests.bundle_cli import REAL_CT
 TOTALSEG_B = REAL_CT / "totalseg_b_dicom"
 IRCAD = REAL_CT / "ircad_1.1" / "PATIENT_DICOM"
 

@@ -20,7 +20,7 @@ from scripts.prepare import assign_folds, folder, msd, nih, split_cases
 from scripts.prepare.__main__ import main
 from scripts.data.errors import DatalistError
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.bundle_cli import BUNDLE_ROOT as REPO
 SHAPE = (16, 16, 16)
 
 

@@ -1,0 +1,70 @@
+"""Datalists: inference inputs resolved to cases, datalist JSON read with errors that name the file and the entry."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from scripts.data.datalists import read_datalist, resolve_images
+from scripts.data.errors import InputError
+
+
+def _nifti(path, shape=(12, 10, 8), affine=None, value=0):
+    data = np.full(shape, value, dtype=np.int16)
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+def test_resolve_one_file_a_folder_and_a_datalist(tmp_path):
+    a, b = _nifti(tmp_path / "a.nii.gz"), _nifti(tmp_path / "b.nii")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert resolve_images(a) == [{"image": str(a)}]
+    assert resolve_images(tmp_path) == [{"image": str(a)}, {"image": str(b)}]
+    datalist = tmp_path / "list.json"
+    datalist.write_text(json.dumps([{"image": "a.nii.gz"}, "b.nii"]))
+    assert resolve_images(datalist) == [{"image": str(a)}, {"image": str(b)}]
+
+def test_resolve_an_msd_folder_reads_training_and_test(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "imagesTs").mkdir()
+    tr, ts = _nifti(tmp_path / "imagesTr" / "x.nii.gz"), _nifti(tmp_path / "imagesTs" / "y.nii.gz")
+    msd = {"training": [{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}], "test": ["./imagesTs/y.nii.gz"]}
+    (tmp_path / "dataset.json").write_text(json.dumps(msd))
+    assert resolve_images(tmp_path) == [{"image": str(tr)}, {"image": str(ts)}]
+
+def test_resolve_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing_here"):
+        resolve_images(tmp_path / "nothing_here.nii.gz")
+    with pytest.raises(ValueError, match="no NIfTI"):
+        resolve_images(tmp_path)
+    (tmp_path / "list.json").write_text(json.dumps([{"image": "gone.nii.gz"}]))
+    with pytest.raises(FileNotFoundError, match="gone.nii.gz"):
+        resolve_images(tmp_path / "list.json")
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('[{"image": "a.nii.gz"},\n oops]', r"not valid JSON: Expecting value at line 2, column 2"),
+        ('[{"label": "a.nii.gz"}]', r"entry 0 has no 'image' key"),
+        ("[123]", r"entry 0 must be an image path or an object with 'image', got 123"),
+        ('{"training": [{"image": 5}]}', r"training\[0\]: 'image' must be a non-empty path string, got 5"),
+        ('{"training": {"image": "a"}}', r"section 'training' must be a list of cases"),
+        ('"a.nii.gz"', r"expected a JSON list of cases or an MSD dataset.json object, got str"),
+    ],
+)
+def test_a_bad_datalist_is_refused_naming_the_file_and_the_entry(tmp_path, content, message):
+    path = tmp_path / "list.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=f"^{path}: {message}"):
+        read_datalist(path)
+
+def test_datalist_paths_are_resolved_against_its_folder_and_other_keys_kept(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "dataset.json"
+    path.write_text('{"training": [{"image": "a.nii.gz", "label": "../b.nii.gz", "fold": 1}], "test": ["c.nii"]}')
+    assert read_datalist(path, sections=("training", "test")) == [
+        {"image": str(tmp_path / "sub" / "a.nii.gz"), "label": str(tmp_path / "b.nii.gz"), "fold": 1},
+        {"image": str(tmp_path / "sub" / "c.nii")},
+    ]
