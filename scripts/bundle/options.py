@@ -1,11 +1,19 @@
-"""Refuse names that nothing defines (a misspelt option or config key), naming the closest known ones."""
+"""Refuse names that nothing defines (a misspelt option, or a config key overridden on the command line), naming the closest known ones."""
 
 from __future__ import annotations
 
+import ast
 import difflib
-from collections.abc import Iterable
+import inspect
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["check_options", "closest"]
+from monai.bundle import ConfigParser
+from monai.bundle.utils import ID_SEP_KEY
+
+__all__ = ["check_flags", "check_options", "closest", "command_line_overrides", "config_ids", "refuse_unknown_overrides"]
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
@@ -13,17 +21,140 @@ def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
 
 
-def check_options(given: Iterable[str], known: Iterable[str], what: str = "option") -> None:
+def check_options(
+    given: Iterable[str], known: Iterable[str], what: str = "option", suggestions: Iterable[str] | None = None
+) -> None:
     """
     Raises:
-        ValueError: naming every entry of ``given`` that is not in ``known``, each with its closest known
-            names, e.g. ``unknown option 'val_fration' (did you mean 'val_fraction'?)``.
+        ValueError: naming every entry of ``given`` that is not in ``known``, each with its closest names among
+            ``suggestions`` (default ``known``), e.g. ``unknown option 'val_fration' (did you mean 'val_fraction'?)``.
     """
-    known = list(known)
+    known = set(known)
+    pool = sorted(known if suggestions is None else suggestions)
     unknown = [name for name in given if name not in known]
     if unknown:
         parts = []
         for name in unknown:
-            near = closest(name, known)
+            near = closest(name, pool)
             parts.append(f"{name!r}" + (f" (did you mean {' or '.join(repr(k) for k in near)}?)" if near else ""))
         raise ValueError(f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(parts)}")
+
+
+def check_flags(argv: Sequence[str], function: Callable) -> None:
+    """
+    Refuse, before ``fire`` calls ``function``, a ``--flag`` of ``argv`` that is no parameter of it (fire would run
+    the function first and complain about the extra flag afterwards).
+
+    Raises:
+        ValueError: naming the unknown flags and the closest parameters.
+    """
+    parameters = [name for name, p in inspect.signature(function).parameters.items() if p.kind != p.VAR_KEYWORD]
+    _, flags = command_line_overrides(argv)
+    check_options([key for key in flags if key not in ("help", "h")], parameters, what="option")
+
+
+RUN_ARGUMENTS = frozenset(
+    {
+        "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
+        "workflow_name", "workflow_type", "properties_path",
+    }
+)
+"""Flags of ``python -m monai.bundle run`` that are not config ids."""
+
+
+def _config_files(value: str) -> list[str]:
+    """The ``--config_file`` value as MONAI reads it: a path, a Python/JSON list of paths, or comma-separated."""
+    value = value.strip()
+    if value.startswith("["):
+        return [str(v) for v in ast.literal_eval(value)]
+    return value.split(",") if "," in value and not Path(value).is_file() else [value]
+
+
+def command_line_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The config files and the ``--key value`` / ``--key=value`` flags of a ``monai.bundle run`` command line."""
+    flags: dict[str, str] = {}
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg.startswith("--") and len(arg) > 2:
+            key, sep, value = arg[2:].partition("=")
+            if not sep and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+                value, index = argv[index + 1], index + 1
+            flags[key] = value
+        index += 1
+    return (_config_files(flags["config_file"]) if "config_file" in flags else []), flags
+
+
+def config_ids(content: Any, prefix: str = "") -> set[str]:
+    """Every id of a config's content (``a``, ``a#b``, ``a#0#c``, ...), as overrides name them."""
+    ids = set()
+    items = content.items() if isinstance(content, dict) else enumerate(content) if isinstance(content, list) else ()
+    for key, value in items:
+        name = f"{prefix}{ID_SEP_KEY}{key}" if prefix else str(key)
+        ids.add(name)
+        ids |= config_ids(value, name)
+    return ids
+
+
+def refuse_unknown_overrides(argv: Sequence[str] | None = None) -> None:
+    """
+    In a ``python -m monai.bundle run`` process, refuse every ``--key`` that names no id of its config files (and no
+    flag of ``run`` itself), before anything runs. Elsewhere (a tool building the workflow in Python, a test)
+    nothing is checked: the command line is not the bundle's.
+
+    The configs call it first in ``initialize``: ``$scripts.bundle.refuse_unknown_overrides()``.
+
+    Raises:
+        ValueError: naming each unknown key and the closest ids, e.g.
+            ``unknown config key 'roi_sise' (did you mean 'roi_size'?)``; nested ids are written ``a::b``
+            (MONAI's separator; ``a#b`` on the command line is the same id).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or not argv[0].replace("\\", "/").endswith("monai/bundle/__main__.py") or argv[1] != "run":
+        return
+    files, flags = command_line_overrides(argv[2:])
+    if not files:
+        return
+    content = ConfigParser.load_config_files(files)
+    ids = config_ids(content)
+    named = {i for i in ids if not i.rpartition(ID_SEP_KEY)[2].isdigit()}  # list positions are no suggestion
+    keys = [key.replace("#", ID_SEP_KEY) for key in flags if not key.startswith("_meta_")]
+    check_options(keys, ids | RUN_ARGUMENTS, what="config key", suggestions=named | RUN_ARGUMENTS)
+    parser = ConfigParser(content)
+    wrong = []
+    for key, raw in flags.items():
+        id_ = key.replace("#", ID_SEP_KEY)
+        if id_ in RUN_ARGUMENTS or key.startswith("_meta_"):
+            continue
+        problem = _type_problem(parser[id_], raw)
+        if problem:
+            wrong.append(f"--{key} {raw!r}: {problem}")
+    if wrong:
+        raise ValueError("override(s) of the wrong type: " + "; ".join(wrong))
+
+
+def _literal(raw: str) -> Any:
+    """The value fire gives a command-line string: a Python literal where it parses as one, else the string."""
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def _type_problem(default: Any, raw: str) -> str | None:
+    """Why ``raw`` cannot replace a config value ``default`` of a plain type (bool, int, float, list), or None."""
+    value = _literal(raw)
+    if isinstance(value, str) and value.startswith(("$", "@", "%")):
+        return None  # an expression or a reference: checked when it is evaluated
+    if isinstance(default, bool):
+        ok = isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
+        expected = "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, list):
+        ok, expected = isinstance(value, (list, tuple)), "a list, e.g. [64,64,48]"
+    else:
+        return None
+    return None if ok else f"expected {expected} (the config's value is {default!r})"

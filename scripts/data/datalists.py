@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from monai.config import PathLike
+from monai.data import partition_dataset
 
 from scripts.data.dicom import is_dicom_file, is_dicom_series
 from scripts.data.errors import InputError
 from scripts.data.readers import IMAGE_SUFFIXES, image_suffix
 
-__all__ = ["PATH_KEYS", "read_datalist", "read_json", "resolve_images"]
+__all__ = ["PATH_KEYS", "read_datalist", "read_json", "resolve_images", "split_datalist"]
 
 PATH_KEYS = ("image", "label")
 """Entry keys that hold paths (resolved against the datalist's folder)."""
@@ -139,7 +140,9 @@ def resolve_images(input_path: PathLike) -> list[dict[str, str]]:
     elif path.is_dir():
         images = []
         for entry in sorted(path.iterdir()):
-            if _is_image(entry) or (entry.is_dir() and is_dicom_series(entry)):
+            # a broken link named like an image is a case too: it fails, named in the run summary, not ignored
+            broken_link = entry.is_symlink() and not entry.exists() and image_suffix(entry) is not None
+            if _is_image(entry) or broken_link or (entry.is_dir() and is_dicom_series(entry)):
                 images.append(str(entry))
             elif not entry.name.startswith("."):
                 logger.info(
@@ -160,7 +163,28 @@ def resolve_images(input_path: PathLike) -> list[dict[str, str]]:
         raise ValueError(
             f"no NIfTI, NRRD or MetaImage image ({', '.join(IMAGE_SUFFIXES)}) and no DICOM series found in {path}"
         )
-    missing = [image for image in images if not Path(image).exists()]
+    missing = [image for image in images if not Path(image).exists() and not Path(image).is_symlink()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image(s) listed in {path} do not exist: {missing}")
     return [{"image": image} for image in images]
+
+
+def split_datalist(datalist: Sequence[dict], val_fraction: float, seed: int = 0) -> list[list[dict]]:
+    """
+    ``[training, validation]`` cases: ``monai.data.partition_dataset`` with ratios ``1 - val_fraction`` and
+    ``val_fraction``, shuffled with ``seed`` (the split the shipped model was trained with).
+
+    Raises:
+        ValueError: when ``val_fraction`` is not in (0, 1), or either part is empty: training without validation
+            would save no ``model.pt`` and still exit 0.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    parts = partition_dataset(list(datalist), ratios=[1 - val_fraction, val_fraction], shuffle=True, seed=seed)
+    for name, part in zip(("training", "validation"), parts):
+        if not part:
+            raise ValueError(
+                f"val_fraction {val_fraction} of {len(datalist)} case(s) leaves no {name} case; "
+                "give the datalist more cases or change val_fraction"
+            )
+    return parts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -21,10 +22,40 @@ from scripts.data.dicom import read_series
 from scripts.data.naming import output_path
 from scripts.data.writers import atomic_path
 
-__all__ = ["SaveDicomSegd", "dicom_seg_frames", "write_dicom_seg"]
+__all__ = ["SaveDicomSegd", "dicom_seg_frames", "reference_problems", "referenceable_source", "write_dicom_seg"]
 
 SOURCE_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 """Identifiers every source slice needs so that a SEG can reference it."""
+FILE_META_UIDS = {"SOPClassUID": "MediaStorageSOPClassUID", "SOPInstanceUID": "MediaStorageSOPInstanceUID"}
+"""Dataset UIDs that the file meta header repeats (PS3.10), used where an anonymiser emptied the dataset's."""
+
+
+def referenceable_source(source: Sequence[Dataset]) -> list[Dataset]:
+    """
+    The source slices with ``SOPClassUID`` / ``SOPInstanceUID`` taken from the file meta header where the
+    dataset's own are missing or empty (the given datasets are not changed).
+    """
+    completed = []
+    for ds in source:
+        missing = {t: m for t, m in FILE_META_UIDS.items() if not str(ds.get(t, "") or "") and str(
+            getattr(ds, "file_meta", Dataset()).get(m, "") or "")}
+        if missing:
+            ds = copy.deepcopy(ds)  # a shallow copy of a pydicom Dataset shares its elements
+            for tag, meta_tag in missing.items():
+                setattr(ds, tag, ds.file_meta.get(meta_tag))
+        completed.append(ds)
+    return completed
+
+
+def reference_problems(source: Sequence[Dataset]) -> list[str]:
+    """Why a SEG cannot reference ``source`` (after ``referenceable_source``); empty when it can."""
+    source = referenceable_source(source)
+    problems = []
+    for tag in SOURCE_UIDS:
+        empty = [k for k, ds in enumerate(source) if not str(ds.get(tag, "") or "")]
+        if empty:
+            problems.append(f"{len(empty)} of {len(source)} source slices have no {tag}")
+    return problems
 
 
 def dicom_seg_frames(mask: torch.Tensor | np.ndarray, affine: np.ndarray, source: Sequence[Dataset]) -> np.ndarray:
@@ -72,12 +103,13 @@ def write_dicom_seg(
     SNOMED CT "Organ" / "Pancreas", algorithm type AUTOMATIC.
 
     Raises:
-        ValueError: when the source lacks the identifiers a reference needs (e.g. an anonymiser emptied them).
+        ValueError: when the source lacks the identifiers a reference needs (``reference_problems``; e.g. an
+            anonymiser emptied them and the file meta header does not repeat them).
     """
-    for tag in SOURCE_UIDS:
-        empty = [k for k, ds in enumerate(source) if not str(ds.get(tag, "") or "")]
-        if empty:
-            raise ValueError(f"{len(empty)} source slice(s) have no {tag}: a DICOM SEG cannot reference this series")
+    problems = reference_problems(source)
+    if problems:
+        raise ValueError(f"a DICOM SEG cannot reference this series: {'; '.join(problems)}")
+    source = referenceable_source(source)
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label=segment_label,
@@ -117,7 +149,8 @@ class SaveDicomSegd(MapTransform):
     ``data[key]``: the mask ``(1, columns, rows, slices)`` in the input geometry (after ``Invertd`` and
     discretisation), a ``MetaTensor`` whose ``meta["filename_or_obj"]`` is the series folder; for any other
     input (an image file) nothing is written. The source headers are re-read (``read_series``, no pixels)
-    so that the SEG references every source image.
+    so that the SEG references every source image. A folder in ``skip_folders`` gets no SEG (batch inference
+    puts there the series that ``reference_problem`` finds unreferenceable, before inference).
     """
 
     def __init__(
@@ -136,6 +169,13 @@ class SaveDicomSegd(MapTransform):
         self.segment_label = segment_label
         self.algorithm_name = algorithm_name
         self.algorithm_version = algorithm_version
+        self.skip_folders: set[str] = set()
+
+    def reference_problem(self, folder: PathLike) -> str | None:
+        """Why the series in ``folder`` cannot get a SEG (headers only, no pixels read), or None when it can."""
+        source, _ = read_series(folder, stop_before_pixels=True)
+        problems = reference_problems(source)
+        return "; ".join(problems) if problems else None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
         for key in self.key_iterator(data):
@@ -143,7 +183,7 @@ class SaveDicomSegd(MapTransform):
             if not isinstance(mask, MetaTensor):
                 raise TypeError(f"{type(self).__name__} needs a MetaTensor for {key!r}, got {type(mask).__name__}")
             folder = str(mask.meta.get("filename_or_obj", ""))
-            if not os.path.isdir(folder):
+            if not os.path.isdir(folder) or folder in self.skip_folders:
                 continue
             source, _ = read_series(folder, stop_before_pixels=True)
             frames = dicom_seg_frames(mask, mask.affine.numpy(), source)

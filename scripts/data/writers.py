@@ -25,6 +25,13 @@ PARTIAL_MARK = ".partial"
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under the process' umask (``mkstemp`` would leave 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def refuse_existing(paths: Iterable[PathLike], hint: str = "set overwrite to true to replace them") -> None:
     """
     Raises:
@@ -58,6 +65,7 @@ def atomic_path(target: PathLike, overwrite: bool = True) -> Iterator[Path]:
     partial = Path(name)
     try:
         yield partial
+        os.chmod(partial, _file_mode())
         if overwrite:
             os.replace(partial, target)
         else:

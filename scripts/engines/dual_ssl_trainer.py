@@ -9,9 +9,9 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from monai.utils import convert_to_tensor
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
+from monai.utils import convert_to_tensor
 from monai.utils.enums import CommonKeys as Keys
 from torch.nn import functional as F
 

@@ -22,10 +22,14 @@ from scripts.evaluation.evaluator import CaseError, CaseEvaluator
 from scripts.evaluation.labelled_sets import read_test_sets
 from scripts.evaluation.report import MetricColumn, check_outputs, write_report
 
-__all__ = ["CONFIG_METRICS", "main", "metric_columns"]
+__all__ = ["CONFIG_METRICS", "CrossSourceError", "main", "metric_columns"]
 
 CONFIG_METRICS = ("val_mean_dice", "val_hd95_mm", "val_surface_dice", "val_relative_volume_error")
 """Metrics of the evaluate config's evaluator, in the order of ``metric_columns``."""
+
+
+class CrossSourceError(RuntimeError):
+    """Some test sets or cases could not be evaluated; the report (with their reasons) is written."""
 
 
 def metric_columns(surface_dice_tolerance_mm: float) -> list[MetricColumn]:
@@ -61,6 +65,12 @@ def main(
         roi_size: sliding-window size; the config's (the training patch size) if not given.
         overrides: further overrides of the evaluate config, id -> value, e.g. ``{"device": "$torch.device('cpu')"}``.
         overwrite: replace an existing report.
+
+    Raises:
+        CrossSourceError: after the report is written, when a test set or a case could not be evaluated (the
+            command then exits non-zero).
+        FileExistsError, FileNotFoundError, ValueError: before any evaluation, for an existing report, a missing
+            checkpoint or a bad test-set file.
     """
     sets = read_test_sets(test_sets)
     check_outputs(output_dir, overwrite)
@@ -104,4 +114,11 @@ def main(
     datasets = {labelled_set.name: labelled_set.source for labelled_set in sets}
     paths = write_report(rows, columns, datasets, output_dir, preamble, overwrite)
     print(paths["markdown"].read_text())
+    failed = [row for row in rows if row.get("error")]
+    if failed:
+        sets = sorted({row["dataset"] for row in failed if not row.get("case")})
+        raise CrossSourceError(
+            f"{len(failed)} of {len(rows)} rows failed ({len(sets)} test set(s) could not be listed: {sets}); "
+            f"the report {paths['markdown']} gives each reason"
+        )
 

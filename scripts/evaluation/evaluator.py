@@ -19,6 +19,7 @@ from monai.data import DataLoader
 from scripts.bundle import bundle_parser
 from scripts.data.errors import describe_error
 from scripts.data.readers import load_input
+from scripts.data.weights import weights_error
 from scripts.engines.single_case import run_single_case
 
 __all__ = ["BundleEvaluator", "CaseError", "CaseEvaluator", "DomainEvaluator"]
@@ -51,7 +52,10 @@ class BundleEvaluator:
 
     def load_weights(self, checkpoint: str | Path) -> None:
         """Load a ``network_def`` state dict, or the ``model`` entry of a training checkpoint, into the network."""
-        state = torch.load(checkpoint, map_location=self.evaluator.state.device, weights_only=True)
+        try:
+            state = torch.load(checkpoint, map_location=self.evaluator.state.device, weights_only=True)
+        except Exception as error:
+            raise weights_error(checkpoint, error) from None
         self.network.load_state_dict(state["model"] if "model" in state else state)
 
 

@@ -39,6 +39,7 @@ class SaveCaseImaged(SaveImaged):
     ) -> None:
         if not postfix:
             raise ValueError("postfix must not be empty: it tells the outputs of a case apart")
+        layout = CaseFolderLayout(output_dir, postfix, output_ext)
         super().__init__(
             keys,
             output_ext=output_ext,
@@ -46,10 +47,12 @@ class SaveCaseImaged(SaveImaged):
             resample=False,
             squeeze_end_dims=True,
             writer=AtomicNibabelWriter,
-            folder_layout=CaseFolderLayout(output_dir, postfix, output_ext),
+            folder_layout=layout,
             **kwargs,
         )
         if len(self.keys) != 1:
             raise ValueError(f"{type(self).__name__} saves one key, got {self.keys}")
+        self.layout = layout
+        """Names the file; ``layout.output_dir`` may be pointed elsewhere (batch inference stages there)."""
         self.postfix = postfix
         self.output_ext = output_ext

@@ -14,7 +14,6 @@ import yaml
 from monai.bundle import ConfigParser
 
 from scripts.bundle import bundle_parser
-
 from tests.bundle_cli import BUNDLE_ROOT
 
 CONFIGS = BUNDLE_ROOT / "configs"

@@ -15,8 +15,8 @@ from scripts.data.checks import check_case, image_problems, label_problems, vali
 from scripts.data.errors import DatalistError, InputError
 from scripts.phantom import DOMAINS, case_seed, generate_case
 from scripts.transforms import CheckImaged
-
 from tests.bundle_cli import REAL_CT
+
 SHAPE = (16, 16, 16)
 
 

@@ -68,3 +68,17 @@ def test_datalist_paths_are_resolved_against_its_folder_and_other_keys_kept(tmp_
         {"image": str(tmp_path / "sub" / "a.nii.gz"), "label": str(tmp_path / "b.nii.gz"), "fold": 1},
         {"image": str(tmp_path / "sub" / "c.nii")},
     ]
+
+
+def test_a_split_without_validation_cases_is_refused():
+    from scripts.data.datalists import split_datalist
+
+    cases = [{"image": f"{i}.nii.gz"} for i in range(5)]
+    training, validation = split_datalist(cases, 0.2, seed=0)
+    assert len(training) == 4 and len(validation) == 1
+    assert sorted(c["image"] for c in training + validation) == sorted(c["image"] for c in cases)
+    assert split_datalist(cases, 0.2, seed=0) == [training, validation], "seeded"
+    with pytest.raises(ValueError, match=r"val_fraction 0.2 of 2 case\(s\) leaves no validation case"):
+        split_datalist(cases[:2], 0.2)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
+        split_datalist(cases, 0.0)

@@ -11,13 +11,11 @@ import pydicom
 import pytest
 
 from scripts.bundle import bundle_parser
-
 from scripts.data.dicom import read_series
-from scripts.data.dicom_seg import write_dicom_seg
+from scripts.data.dicom_seg import dicom_seg_frames, reference_problems, write_dicom_seg
 from scripts.data.readers import load_input
-from tests.bundle_cli import BUNDLE_ROOT
+from tests.bundle_cli import BUNDLE_ROOT, REAL_CT
 
-from tests.bundle_cli import REAL_CT
 TOTALSEG_B = REAL_CT / "totalseg_b_dicom"
 IRCAD = REAL_CT / "ircad_1.1" / "PATIENT_DICOM"
 
@@ -77,7 +75,12 @@ def test_totalseg_organ_map_lies_on_soft_tissue():
 
 def test_seg_of_an_anonymised_series_is_refused_clearly(tmp_path):
     sources, _ = read_series(TOTALSEG_B, stop_before_pixels=True)  # its UIDs were emptied by the anonymiser
-    with pytest.raises(ValueError, match="no SOPClassUID: a DICOM SEG cannot reference this series"):
+    # SOP class and instance UIDs come back from the file meta header; the study and series UIDs cannot
+    assert reference_problems(sources) == [
+        "20 of 20 source slices have no StudyInstanceUID",
+        "20 of 20 source slices have no SeriesInstanceUID",
+    ]
+    with pytest.raises(ValueError, match="a DICOM SEG cannot reference this series: 20 of 20 source slices have no St"):
         write_dicom_seg(np.zeros((20, 512, 512), np.uint8), sources, tmp_path / "seg.dcm")
     assert not list(tmp_path.iterdir())
 
@@ -87,7 +90,9 @@ def totalseg_inference(tmp_path_factory):
     """The shipped model on the JPEG 2000 series through the inference config (about 20 s on 2 cores)."""
     out = tmp_path_factory.mktemp("totalseg_b")
     parser = bundle_parser(["inference.yaml"])
-    parser.update({"bundle_root": str(BUNDLE_ROOT), "input_path": str(TOTALSEG_B), "output_dir": str(out)})
+    parser.update(
+        {"bundle_root": str(BUNDLE_ROOT), "input_path": str(TOTALSEG_B), "output_dir": str(out), "save_dicom_seg": True}
+    )
     return parser.get_parsed_content("batch_inference").run(), out
 
 
@@ -103,3 +108,34 @@ def test_shipped_model_output_has_the_input_and_organ_map_geometry(totalseg_infe
     assert canonical.shape == organs.shape
     np.testing.assert_allclose(canonical.affine, organs.affine, atol=1e-3)
     assert (out / "totalseg_b_dicom_seg_overlay.png").stat().st_size > 10_000
+    # the series has no study and series UIDs: found before inference, no SEG, the NIfTI mask all the same
+    assert not (out / "totalseg_b_dicom_seg.dcm").exists()
+    assert records[0].notes == [
+        "no DICOM SEG: the series cannot be referenced (20 of 20 source slices have no StudyInstanceUID; "
+        "20 of 20 source slices have no SeriesInstanceUID)"
+    ]
+
+
+def test_seg_frames_read_back_equal_the_nifti_mask_on_the_jpeg2000_series(totalseg_inference, tmp_path):
+    """The SEG of the shipped model's mask, on the series with its study and series UIDs filled in, read back."""
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    _, out = totalseg_inference
+    sources, _ = read_series(TOTALSEG_B, stop_before_pixels=True)
+    study, series = generate_uid(), generate_uid()
+    for ds in sources:
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    mask = nib.load(str(out / "totalseg_b_dicom_seg.nii.gz"))
+    volume = np.asarray(mask.dataobj)
+    assert volume.any(), "the check needs a non-empty mask"
+    write_dicom_seg(dicom_seg_frames(volume, mask.affine, sources), sources, tmp_path / "seg.dcm")
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    instance_of_slice = {str(ds.file_meta.MediaStorageSOPInstanceUID): k for k, ds in enumerate(sources)}
+    frames = seg.pixel_array
+    assert frames.shape == (20, 512, 512)
+    for index, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        referenced = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        k = instance_of_slice[str(referenced)]
+        # the NIfTI mask is (columns, rows, slices) of the reader; a SEG frame is (rows, columns) of its slice
+        np.testing.assert_array_equal(frames[index], volume[:, :, k].T, err_msg=f"frame {index} (slice {k})")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.losses import DiceCELoss
-
 from monai.engines import SupervisedTrainer
+from monai.losses import DiceCELoss
 
 from scripts.engines import DualSSLTrainer, RandUncertaintyCorruption, loss_terms
 from scripts.engines.optimization import accumulation_schedule

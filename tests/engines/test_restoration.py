@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from scripts.losses import MaskedL1Loss
 from scripts.engines import RandUncertaintyCorruption, uncertainty_region
+from scripts.losses import MaskedL1Loss
 from scripts.transforms import predictive_entropy
 
 SHAPE = (2, 1, 32, 32, 32)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-
-from scripts.bundle import bundle_parser
 from monai.data import MetaTensor
 
+from scripts.bundle import bundle_parser
 from scripts.data.errors import InputError
 from scripts.evaluation import REPORT_FILES, CaseError, CaseEvaluator, read_test_sets
-from scripts.evaluation.cross_source import main, metric_columns
-from scripts.metrics import RelativeVolumeErrorMetric
+from scripts.evaluation.cross_source import CrossSourceError, main, metric_columns
 from scripts.evaluation.report import summarize
+from scripts.metrics import RelativeVolumeErrorMetric
 from scripts.phantom import write_dataset
 from tests.bundle_cli import BUNDLE_ROOT
 
@@ -157,7 +158,8 @@ def report(tmp_path_factory):
         "roi_size": ROI,
         "overrides": FAST,
     }
-    main(**arguments)
+    with pytest.raises(CrossSourceError, match=r"1 of 5 rows failed \(0 test set\(s\) could not be listed"):
+        main(**arguments)  # the report is written, then the command fails: one label cannot be read
     with open(root / "report" / REPORT_FILES["cases"]) as f:
         cases = list(csv.DictReader(f))
     with open(root / "report" / REPORT_FILES["summary"]) as f:
@@ -236,3 +238,31 @@ def test_a_case_that_fails_inside_the_engine_is_reported_and_the_next_one_still_
     expected = next(row for row in cases if row["case"] == "source_001")
     assert values["val_mean_dice"] == pytest.approx(float(expected["dice"]))
     assert values["val_relative_volume_error"] == pytest.approx(float(expected["relative_volume_error"]))
+
+
+def test_the_command_refuses_a_misspelt_flag_before_it_evaluates_anything(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.evaluation", "--test_sets", str(BUNDLE_ROOT / "configs" / "test_sets_phantom.yaml"),
+         "--checkpiont", "x.pt", "--output_dir", str(tmp_path / "report")],
+        cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert "error: unknown option 'checkpiont' (did you mean 'checkpoint'?)" in result.stderr
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_datalist_set_reads_the_sections_it_names_and_warns_about_the_others(tmp_path, caplog):
+    (tmp_path / "dl.json").write_text(json.dumps({
+        "training": [{"image": "t.nii.gz", "label": "tl.nii.gz"}],
+        "validation": [{"image": "v.nii.gz", "label": "vl.nii.gz"}],
+        "test": [{"image": "x.nii.gz", "label": "xl.nii.gz"}, {"image": "y.nii.gz"}],
+    }))
+    (tmp_path / "sets.yaml").write_text("default: {datalist: dl.json}\nheld_out: {datalist: dl.json, sections: [test]}\n")
+    default, held_out = read_test_sets(tmp_path / "sets.yaml")
+    assert [item["image"] for item in default.resolve(tmp_path)] == [str(tmp_path / "t.nii.gz")]
+    assert "not evaluated: validation (1 cases), test (2 cases)" in caplog.text
+    assert default.source == f"{tmp_path / 'dl.json'} (training)"
+    assert [item["image"] for item in held_out.resolve(tmp_path)] == [str(tmp_path / "x.nii.gz"), str(tmp_path / "y.nii.gz")]
+    (tmp_path / "bad.yaml").write_text("p: {phantom_domain: source, sections: [test]}\n")
+    with pytest.raises(ValueError, match="sections apply to dataset_dir and datalist entries only"):
+        read_test_sets(tmp_path / "bad.yaml")

@@ -13,6 +13,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -33,12 +34,12 @@ from pydicom.uid import (
 )
 
 from scripts.bundle import bundle_parser
-from scripts.inference.batch import BatchInferenceError, mask_volume_ml
-from scripts.data.dicom import read_series
 from scripts.data.datalists import resolve_images
-from scripts.data.readers import load_input
-from scripts.transforms import predictive_entropy
+from scripts.data.dicom import read_series
 from scripts.data.errors import InputError
+from scripts.data.readers import load_input
+from scripts.inference.batch import BatchInferenceError, mask_volume_ml
+from scripts.transforms import predictive_entropy
 from tests.bundle_cli import BUNDLE_ROOT
 
 BLOB_HU = 100.0
@@ -349,7 +350,7 @@ def test_outputs_keep_the_input_geometry_with_valid_maps(tmp_path, threshold_mod
     assert rows["ct"]["outputs"].split(";") == [
         str(out / f"ct_{s}") for s in ("seg.nii.gz", "prob.nii.gz", "entropy.nii.gz", "seg_overlay.png")
     ]
-    assert report["counts"] == {"ok": 1, "skipped-existing": 0, "failed": 0}
+    assert report["counts"] == {"ok": 1, "skipped-existing": 0, "failed": 0, "interrupted": 0, "not-run": 0}
     assert (out / "ct_seg_overlay.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -394,28 +395,78 @@ def test_dicom_input_gives_nifti_in_its_geometry_and_a_seg_referencing_it(tmp_pa
     assert frames.sum() == mask.sum() > 0
 
 
-def test_existing_outputs_are_skipped_or_refused_never_overwritten(tmp_path, threshold_model):
+def test_done_cases_are_skipped_unfinished_ones_redone_and_nothing_finished_is_lost(tmp_path, threshold_model):
     _nifti(tmp_path / "done.nii.gz", _ct_volume((12, 12, 6)))
-    _nifti(tmp_path / "stray.nii.gz", _ct_volume((12, 12, 6)))
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "done_seg.nii.gz").write_bytes(b"earlier mask")
-    (out / "stray_seg_overlay.png").write_bytes(b"earlier picture")
-    (out / "summary.csv").write_text("earlier summary")
-    with pytest.raises(BatchInferenceError, match="1 of 2 cases failed"):
-        _run_batch(threshold_model, tmp_path, out)
-    assert (out / "done_seg.nii.gz").read_bytes() == b"earlier mask"
-    assert (out / "stray_seg_overlay.png").read_bytes() == b"earlier picture"
-    assert not (out / "stray_seg.nii.gz").exists()
+    assert [r.status for r in _run_batch(threshold_model, tmp_path, out)] == ["ok"]
+    done_files = {p.name: p.read_bytes() for p in out.glob("done_*")}
+    assert set(done_files) == {"done_seg.nii.gz", "done_seg_overlay.png", "done_seg_manifest.json"}
+    manifest = json.loads((out / "done_seg_manifest.json").read_text())
+    assert manifest["outputs"] == ["done_seg.nii.gz", "done_seg_overlay.png"]
+    # a second case whose earlier run died after writing its overlay: no manifest, so not done
+    _nifti(tmp_path / "stray.nii.gz", _ct_volume((12, 12, 6)))
+    (out / "stray_seg_overlay.png").write_bytes(b"half an earlier run")
+    records = _run_batch(threshold_model, tmp_path, out)
+    assert [(r.case, r.status) for r in records] == [("done", "skipped-existing"), ("stray", "ok")]
+    assert {p.name: p.read_bytes() for p in out.glob("done_*")} == done_files, "a done case is never touched"
+    assert (out / "stray_seg_overlay.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "stray_seg_manifest.json").is_file() and (out / "stray_seg.nii.gz").is_file()
     rows, _ = _summary(out)
-    assert rows["done"]["status"] == "skipped-existing" and rows["stray"]["status"] == "failed"
-    assert "stray_seg_overlay.png" in rows["stray"]["error"] and "overwrite" in rows["stray"]["error"]
-    earlier = [p for p in out.glob("summary_*.csv")]
-    assert len(earlier) == 1, "each run keeps its own timestamped summary"
+    assert "replaced the outputs of an unfinished earlier run: ['stray_seg_overlay.png']" in rows["stray"]["notes"]
+    assert len(list(out.glob("summary_*.csv"))) == 2, "each run keeps its own timestamped summary"
+    assert not list(out.glob("*.partial*")) and not list(out.glob(".partial*")), "no temporary file or folder left"
     records = _run_batch(threshold_model, tmp_path, out, overwrite=True)
     assert [r.status for r in records] == ["ok", "ok"]
-    assert nib.load(str(out / "done_seg.nii.gz")).shape == (12, 12, 6)
-    assert len(list(out.glob("summary_*.csv"))) == 2 and earlier[0].exists()
+
+
+def test_an_overwritten_case_loses_the_outputs_the_new_run_does_not_produce(tmp_path, threshold_model):
+    image = _nifti(tmp_path / "ct.nii.gz", _ct_volume((12, 12, 6)))
+    out = tmp_path / "out"
+    _run_batch(threshold_model, image, out, save_probability=True, save_entropy=True)
+    assert (out / "ct_prob.nii.gz").is_file() and (out / "ct_entropy.nii.gz").is_file()
+    (record,) = _run_batch(threshold_model, image, out, overwrite=True, save_entropy=True)
+    assert record.status == "ok"
+    assert not (out / "ct_prob.nii.gz").exists(), "a probability map of the earlier mask would disagree with the new one"
+    assert (out / "ct_entropy.nii.gz").is_file()
+    assert record.notes == ["removed files of the earlier run that this run does not produce: ['ct_prob.nii.gz']"]
+    assert sorted(Path(p).name for p in record.outputs) == ["ct_entropy.nii.gz", "ct_seg.nii.gz", "ct_seg_overlay.png"]
+
+
+def test_a_second_run_into_a_busy_folder_refuses_before_any_work(tmp_path, threshold_model):
+    from scripts.inference.batch import OutputFolderBusyError, output_lock
+
+    image = _nifti(tmp_path / "ct.nii.gz", _ct_volume((12, 12, 6)))
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from scripts.inference.batch import output_lock\nimport time\n"
+         f"with output_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+        cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputFolderBusyError, match=f"another inference run is writing into {out}"):
+            _run_batch(threshold_model, image, out)
+        assert sorted(p.name for p in out.iterdir()) == [".inference.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    with output_lock(out):  # released when the holder died
+        pass
+    assert [r.status for r in _run_batch(threshold_model, image, out)] == ["ok"]
+
+
+def test_a_broken_link_in_a_folder_is_a_failed_case_in_the_summary(tmp_path, threshold_model):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    _nifti(cases / "good.nii.gz", _ct_volume((12, 12, 6)))
+    (cases / "gone.nii.gz").symlink_to(tmp_path / "deleted.nii.gz")
+    out = tmp_path / "out"
+    with pytest.raises(BatchInferenceError, match="1 of 2 cases failed"):
+        _run_batch(threshold_model, cases, out)
+    rows, _ = _summary(out)
+    assert rows["good"]["status"] == "ok"
+    assert rows["gone"]["status"] == "failed" and "file not found" in rows["gone"]["error"]
 
 
 def test_batch_goes_on_past_bad_cases_and_exits_non_zero(tmp_path, threshold_model):
@@ -484,16 +535,19 @@ def test_batch_goes_on_past_bad_cases_and_exits_non_zero(tmp_path, threshold_mod
     assert f"{gap_series}: " in rows["gap_series"]["error"] and "missing slice" in rows["gap_series"]["error"]
     assert f"{mixed_series}: mixes 2 DICOM series" in rows["mixed_series"]["error"]
     assert float(rows["small"]["pancreas_volume_ml"]) > 0
-    assert report["counts"] == {"ok": 3, "skipped-existing": 0, "failed": 8}
-    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("summary"))
+    assert report["counts"] == {"ok": 3, "skipped-existing": 0, "failed": 8, "interrupted": 0, "not-run": 0}
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith(("summary", ".inference.lock")))
     assert written == [
         "good_seg.nii.gz",
+        "good_seg_manifest.json",
         "good_seg_overlay.png",
         "good_series_seg.nii.gz",
+        "good_series_seg_manifest.json",
         "good_series_seg_overlay.png",
         "small_seg.nii.gz",
+        "small_seg_manifest.json",
         "small_seg_overlay.png",
-    ]
+    ], "failed cases leave no file"
 
 
 def test_dataset_dir_is_the_input_and_never_generates_the_demo(tmp_path, threshold_model, monkeypatch):
@@ -526,3 +580,42 @@ def test_input_path_stays_an_alias_of_dataset_dir(tmp_path):
     parser = bundle_parser(["inference.yaml"], {"input_path": str(image), "demo_dir": str(tmp_path / "demo")})
     assert parser.get_parsed_content("datalist") == [{"image": str(image)}]
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_series_a_seg_cannot_reference_is_found_before_inference_and_keeps_its_nifti(tmp_path, threshold_model, monkeypatch):
+    """IRCAD-like: no FrameOfReferenceUID. Overwriting a good case with save_dicom_seg must not lose its mask."""
+    from scripts.data.dicom_seg import SaveDicomSegd
+    from scripts.inference.batch import BatchInference
+
+    folder = _write_series(tmp_path / "series", _ct_volume((12, 10, 5)))
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    out = tmp_path / "out"
+    (first,) = _run_batch(threshold_model, folder, out)
+    assert first.status == "ok"
+    calls = []
+    infer, check = BatchInference._infer, SaveDicomSegd.reference_problem
+    monkeypatch.setattr(BatchInference, "_infer", lambda self, i: (calls.append("inference"), infer(self, i))[1])
+    monkeypatch.setattr(SaveDicomSegd, "reference_problem", lambda self, f: (calls.append("seg check"), check(self, f))[1])
+    (record,) = _run_batch(threshold_model, folder, out, overwrite=True, save_dicom_seg=True)
+    assert calls == ["seg check", "inference"]
+    assert record.status == "ok"
+    assert record.notes == ["no DICOM SEG: the series cannot be referenced (5 of 5 source slices have no FrameOfReferenceUID)"]
+    assert (out / "series_seg.nii.gz").is_file() and not (out / "series_seg.dcm").exists()
+    rows, _ = _summary(out)
+    assert "no FrameOfReferenceUID" in rows["series"]["notes"]
+
+
+def test_seg_uids_emptied_in_the_dataset_come_from_the_file_meta(tmp_path):
+    from scripts.data.dicom_seg import reference_problems, referenceable_source
+
+    folder = _write_series(tmp_path / "series", _ct_volume((12, 10, 5)))
+    sources, _ = read_series(folder, stop_before_pixels=True)
+    for ds in sources:
+        ds.SOPClassUID, ds.SOPInstanceUID = "", ""
+    assert reference_problems(sources) == []
+    completed = referenceable_source(sources)
+    assert [str(ds.SOPInstanceUID) for ds in completed] == [str(ds.file_meta.MediaStorageSOPInstanceUID) for ds in sources]
+    assert all(str(ds.SOPInstanceUID) == "" for ds in sources), "the given datasets are not changed"

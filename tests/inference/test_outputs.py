@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from scripts.data.naming import output_path
-from scripts.inference.batch import pending_cases
+from scripts.inference.batch import check_output_names
 from scripts.inference.overlay import save_overlay
 
 
@@ -16,14 +16,12 @@ def _nifti(path, shape=(12, 10, 8), affine=None, value=0):
     nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
     return path
 
-def test_pending_cases_skips_existing_outputs_and_refuses_clashes(tmp_path):
-    items = [{"image": "/in/a.nii.gz"}, {"image": "/in/b.nii.gz"}]
+def test_two_inputs_with_one_case_name_are_refused_before_any_work(tmp_path):
     assert output_path("/in/a.nii.gz", tmp_path, "seg") == tmp_path / "a_seg.nii.gz"
-    (tmp_path / "a_seg.nii.gz").write_bytes(b"x")
-    assert pending_cases(items, tmp_path, "seg") == [items[1]]
-    assert pending_cases(items, tmp_path, "seg", overwrite=True) == items
+    check_output_names([{"image": "/in/a.nii.gz"}, {"image": "/in/b.nii.gz"}], tmp_path, "seg")
     with pytest.raises(ValueError, match="same output"):
-        pending_cases([{"image": "/x/a.nii.gz"}, {"image": "/y/a.nii"}], tmp_path, "seg")
+        check_output_names([{"image": "/x/a.nii.gz"}, {"image": "/y/a.nii"}], tmp_path, "seg")
+
 
 def test_overlay_png_is_written(tmp_path):
     image = _nifti(tmp_path / "ct.nii.gz", shape=(20, 20, 10), value=40)

@@ -27,8 +27,8 @@ from scripts.phantom import (
     write_dataset,
 )
 from scripts.phantom.acquisition import tissue_values
-
 from tests.bundle_cli import BUNDLE_ROOT as REPO
+
 REQUIRED_DOMAINS = ("source", "target_arterial", "target_noncontrast", "target_lowdose")
 SEED = 3
 

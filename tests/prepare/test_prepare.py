@@ -9,18 +9,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
-from scripts.bundle import bundle_parser
 from monai.data import load_decathlon_datalist
 from monai.transforms import LoadImage
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from scripts.bundle import bundle_parser
+from scripts.data.errors import DatalistError
 from scripts.prepare import assign_folds, folder, msd, nih, split_cases
 from scripts.prepare.__main__ import main
-from scripts.data.errors import DatalistError
-
 from tests.bundle_cli import BUNDLE_ROOT as REPO
+
 SHAPE = (16, 16, 16)
 
 

@@ -119,3 +119,60 @@ def test_a_volume_smaller_than_the_patch_trains(tmp_path):
         **{"network_def#channels": [8, 16, 32]},
     )
     assert (tmp_path / "run" / "models" / "checkpoint_final.pt").is_file()
+
+
+def _bundle_command(config: str, *flags: str, cwd=BUNDLE_ROOT) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *flags]
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "config, flags, message",
+    [
+        ("inference.yaml", ["--roi_sise", "[32,32,32]"], "unknown config key 'roi_sise' (did you mean 'roi_size'?)"),
+        ("train.yaml", ["--max_epoch", "1"], "unknown config key 'max_epoch' (did you mean 'max_epochs'?)"),
+        ("inference.yaml", ["--sw_batch_size", "abc"], "--sw_batch_size 'abc': expected an integer (the config's value is 4)"),
+    ],
+    ids=["inference-typo", "train-typo", "wrong-type"],
+)
+def test_a_misspelt_or_mistyped_override_is_refused_before_anything_runs(tmp_path, config, flags, message):
+    out = tmp_path / "out"
+    result = _bundle_command(str(BUNDLE_ROOT / "configs" / config), *flags, "--output_dir", str(out))
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert not out.exists(), "nothing is written before the refusal"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n", "a Git LFS pointer, not the weights"),
+        (None, "a TorchScript module, not a state dict"),
+    ],
+    ids=["lfs-pointer", "torchscript"],
+)
+def test_a_checkpoint_that_is_no_state_dict_is_named_and_never_loaded_unsafely(tmp_path, content, message):
+    checkpoint = BUNDLE_ROOT / "models" / "model.ts" if content is None else tmp_path / "model.pt"
+    if content is not None:
+        checkpoint.write_bytes(content)
+    result = _bundle_command(
+        str(BUNDLE_ROOT / "configs" / "inference.yaml"), "--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "o")
+    )
+    assert result.returncode != 0
+    assert f"InputError: {checkpoint}: {message}" in result.stderr, result.stderr[-2000:]
+    assert "weights_only=False" not in result.stderr
+
+
+def test_training_without_a_validation_case_is_refused_before_it_trains(tmp_path):
+    """Two valid cases and val_fraction 0.2: no validation case, so no model.pt would ever be written."""
+    from scripts.phantom import write_dataset
+
+    data = write_dataset(tmp_path / "two", "source", cases=2, seed=3)
+    out = tmp_path / "run"
+    result = _bundle_command(
+        str(BUNDLE_ROOT / "configs" / "train.yaml"), "--dataset_dir", str(data), "--output_dir", str(out),
+        "--num_workers", "0",
+    )
+    assert result.returncode != 0
+    assert "val_fraction 0.2 of 2 case(s) leaves no validation case" in result.stderr, result.stderr[-2000:]
+    assert not (out / "models").exists()

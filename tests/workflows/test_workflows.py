@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import nibabel as nib
 import numpy as np
@@ -11,8 +16,7 @@ import pytest
 import torch
 
 from scripts.bundle import bundle_parser
-
-from tests.bundle_cli import run_bundle
+from tests.bundle_cli import BUNDLE_ROOT, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -185,20 +189,56 @@ def test_inference_on_an_lps_file_and_a_datalist(trained, tmp_path):
         _assert_same_geometry(image, out / image.name.replace(".nii.gz", "_seg.nii.gz"))
 
 
-def test_inference_never_overwrites_existing_outputs(trained, tmp_path):
+def test_inference_never_overwrites_a_finished_case(trained, tmp_path):
     root, _ = trained
     image = sorted((root / "phantom_source" / "imagesTr").glob("*.nii.gz"))[0]
     out = tmp_path / "out"
-    out.mkdir()
-    existing = out / image.name.replace(".nii.gz", "_seg.nii.gz")
-    existing.write_bytes(b"earlier result")
-    result = run_bundle(
-        "run",
-        ["inference.yaml"],
-        input_path=str(image),
-        output_dir=str(out),
-        checkpoint=str(root / "run" / "models" / "model.pt"),
-        roi_size=[32, 32, 32],
-    )
-    assert existing.read_bytes() == b"earlier result"
+    args = dict(input_path=str(image), output_dir=str(out), checkpoint=str(root / "run" / "models" / "model.pt"),
+                roi_size=[32, 32, 32])
+    run_bundle("run", ["inference.yaml"], **args)
+    finished = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(("summary", "."))}
+    result = run_bundle("run", ["inference.yaml"], **args)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(("summary", "."))} == finished
     assert "skipping" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_interrupted_run_writes_its_summary_and_the_rerun_finishes_the_cases(trained, tmp_path, signal_number):
+    """A real monai.bundle run stopped by a signal while the second of three cases runs (first manifest = trigger)."""
+    root, _ = trained
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    images = sorted((root / "phantom_source" / "imagesTr").glob("*.nii.gz"))
+    for image in images:
+        (cases / image.name).symlink_to(image)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE_ROOT / "configs" / "inference.yaml"),
+               "--input_path", str(cases), "--output_dir", str(out), "--save_probability", "True", "--save_entropy", "True"]
+    process = subprocess.Popen(command, cwd=BUNDLE_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = out / images[0].name.replace(".nii.gz", "_seg_manifest.json")
+    deadline = time.monotonic() + 300
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0, "an interrupted run must not report success"
+    report = json.loads((out / "summary.json").read_text())
+    statuses = [case["status"] for case in report["cases"]]
+    assert statuses[0] == "ok" and "interrupted" in statuses, (statuses, stderr[-2000:])
+    assert statuses == ["ok"] * statuses.index("interrupted") + ["interrupted"] + ["not-run"] * (
+        len(images) - statuses.index("interrupted") - 1
+    )
+    assert not list(out.glob(".partial*")), "the staging folder of the interrupted case is removed"
+    for image in images[statuses.index("interrupted"):]:
+        stem = image.name.replace(".nii.gz", "")
+        assert not list(out.glob(f"{stem}_*")), "an unfinished case leaves no output"
+    rerun = subprocess.run(command, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    report = json.loads((out / "summary.json").read_text())
+    done = statuses.index("interrupted")
+    assert [case["status"] for case in report["cases"]] == ["skipped-existing"] * done + ["ok"] * (len(images) - done)
+    for image in images:
+        stem = image.name.replace(".nii.gz", "")
+        manifest = json.loads((out / f"{stem}_seg_manifest.json").read_text())
+        assert manifest["outputs"] == [f"{stem}_seg.nii.gz", f"{stem}_prob.nii.gz", f"{stem}_entropy.nii.gz",
+                                       f"{stem}_seg_overlay.png"]
