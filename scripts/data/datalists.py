@@ -1,8 +1,9 @@
 """
 Datalists: the JSON files that list cases, and the inference input turned into one.
 
-``read_datalist`` is the one reader of datalist JSON in the bundle (inference inputs, labelled test sets);
-training reads its datalist with MONAI's ``load_decathlon_datalist``, which accepts the same files. A file
+``read_datalist`` is the one reader of datalist JSON in the bundle (training, inference inputs, labelled test
+sets, data preparation); it reads what MONAI's ``load_decathlon_datalist`` reads, and names the file, the line
+or the entry of anything it cannot. A file
 is either a Medical Segmentation Decathlon style object (``{"training": [...], "test": [...], ...}``) or a
 list; an entry is ``{"image": path, "label": path, ...}`` or a bare image path. Relative paths are resolved
 against the JSON file's folder and may name DICOM series folders.

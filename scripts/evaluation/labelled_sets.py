@@ -17,10 +17,9 @@ datalist against the folder of that datalist.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import logging
 
 import yaml
 
@@ -94,13 +93,18 @@ def read_test_sets(path: str | Path) -> list[LabelledSet]:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: naming the file and the entry, for an empty file, an entry that is not a mapping, an
+        ValueError: naming the file and the entry, for a file that is not YAML (with the line), an empty file, an entry that is not a mapping, an
             unknown key, not exactly one source key, phantom keys on a non-phantom entry or an unknown domain.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"test-set file {path} does not exist")
-    content = yaml.safe_load(path.read_text())
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path} is not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
     if not isinstance(content, dict) or not content:
         raise ValueError(f"{path} must map test-set names to entries, e.g. 'source: {{phantom_domain: source}}'")
     sets = []

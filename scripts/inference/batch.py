@@ -150,22 +150,26 @@ def output_lock(output_dir: PathLike) -> Iterator[Path]:
         OutputFolderBusyError: naming the folder, when another run holds the lock.
     """
     path = Path(output_dir) / LOCK_NAME
-    handle = open(path, "a+")
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write into output_dir {Path(output_dir)}: {error.strerror}") from None
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise OutputFolderBusyError(
                 f"another inference run is writing into {Path(output_dir)} (it holds {path}); wait for it to finish "
                 "or choose another output_dir"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:  # the holder's process id, for a person looking at the folder (a full disk does not stop the run)
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         yield path
     finally:
-        handle.close()
+        os.close(descriptor)
 
 
 @contextmanager
@@ -295,6 +299,8 @@ class BatchInference:
         Raises:
             ValueError: before any work, when two inputs would write the same output file.
             OutputFolderBusyError: before any work, when another run writes into ``output_dir``.
+            OSError: naming ``output_dir``, before any work when it cannot be written (read-only), or at the end
+                when even the summary cannot be written (a full disk: the cases' errors say so too).
             InputError: before any case, naming the checkpoint when its weights cannot be loaded.
             BatchInferenceError: after the summary is written, when any case failed.
             RunInterrupted, KeyboardInterrupt: after the summary is written, on SIGTERM or SIGINT.
@@ -302,7 +308,10 @@ class BatchInference:
         started = datetime.now(UTC)
         items = list(self.dataset.data)
         check_output_names(items, self.output_dir, self.postfixes[0])
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OSError(error.errno, f"cannot create output_dir {self.output_dir}: {error.strerror}") from None
         records: list[CaseRecord] = []
         interruption: BaseException | None = None
         with output_lock(self.output_dir), _terminate_as_exception():
@@ -366,9 +375,10 @@ class BatchInference:
         leftovers = [p for p in self.case_outputs(image) if p.exists()]
         if leftovers and not self.is_done(image):
             record.notes.append(f"replaced the outputs of an unfinished earlier run: {[p.name for p in leftovers]}")
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{record.case}-", dir=self.output_dir))
+        staging = None
         skip_seg = False
         try:
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{record.case}-", dir=self.output_dir))
             if self.dicom_seg is not None and os.path.isdir(image):
                 problem = self.dicom_seg.reference_problem(image)
                 if problem:
@@ -396,7 +406,8 @@ class BatchInference:
                 f"case {record.case} ({image}) failed: {record.error}", exc_info=logger.isEnabledFor(logging.DEBUG)
             )
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             if self.dicom_seg is not None:
                 self.dicom_seg.skip_folders.discard(str(image))
         record.runtime_s = round(time.perf_counter() - start, 2)
@@ -441,6 +452,9 @@ def write_summary(records: Sequence[CaseRecord], output_dir: PathLike, started: 
     same content, replaced by every run: the latest run's summary under a fixed name, the earlier ones
     kept under their timestamps. CSV columns: ``SUMMARY_FIELDS`` (``outputs`` joined by ``;``); JSON: the
     run's start and end times, the counts per status and the rows.
+
+    Raises:
+        OSError: naming ``output_dir`` and the counts per status, when the files cannot be written (disk full).
     """
     output_dir = Path(output_dir)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
@@ -468,8 +482,14 @@ def write_summary(records: Sequence[CaseRecord], output_dir: PathLike, started: 
         "cases": rows,
     }
     contents = {".csv": text.getvalue(), ".json": json.dumps(report, indent=2) + "\n"}
-    for stem in (name, "summary"):
-        for ext, content in contents.items():
-            with atomic_path(output_dir / f"{stem}{ext}") as partial:
-                partial.write_text(content)
+    try:
+        for stem in (name, "summary"):
+            for ext, content in contents.items():
+                with atomic_path(output_dir / f"{stem}{ext}") as partial:
+                    partial.write_text(content)
+    except OSError as error:
+        counts = ", ".join(f"{status} {count}" for status, count in report["counts"].items() if count)
+        raise OSError(
+            error.errno, f"cannot write the run summary into {output_dir}: {error.strerror} (cases: {counts})"
+        ) from None
     return output_dir / "summary.csv"

@@ -82,3 +82,19 @@ def test_a_split_without_validation_cases_is_refused():
         split_datalist(cases[:2], 0.2)
     with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
         split_datalist(cases, 0.0)
+
+
+def test_training_reads_its_datalist_as_monai_does_and_refuses_a_bad_entry_by_name(tmp_path):
+    from monai.data import load_decathlon_datalist
+
+    from scripts.bundle import bundle_parser
+
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "a_seg.nii.gz", "fold": 0}]}))
+    parser = bundle_parser(["train.yaml"], {"datalist_file": str(path)})
+    assert parser.get_parsed_content("datalist") == load_decathlon_datalist(str(path), True, "training")
+    path.write_text(json.dumps({"training": [{"label": "a_seg.nii.gz"}]}))
+    parser = bundle_parser(["train.yaml"], {"datalist_file": str(path)})
+    with pytest.raises(RuntimeError) as error:
+        parser.get_parsed_content("datalist")
+    assert str(error.value.__cause__) == f"{path}: training[0] has no 'image' key: {{'label': 'a_seg.nii.gz'}}"

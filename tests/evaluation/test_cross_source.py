@@ -266,3 +266,10 @@ def test_a_datalist_set_reads_the_sections_it_names_and_warns_about_the_others(t
     (tmp_path / "bad.yaml").write_text("p: {phantom_domain: source, sections: [test]}\n")
     with pytest.raises(ValueError, match="sections apply to dataset_dir and datalist entries only"):
         read_test_sets(tmp_path / "bad.yaml")
+
+
+def test_a_test_set_file_that_is_not_yaml_is_refused_with_its_name_and_line(tmp_path):
+    path = tmp_path / "sets.yaml"
+    path.write_text("source: {phantom_domain: source\nother: [\n")
+    with pytest.raises(ValueError, match=f"^{path} is not valid YAML at line 2, column 6"):
+        read_test_sets(path)

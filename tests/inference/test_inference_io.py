@@ -619,3 +619,48 @@ def test_seg_uids_emptied_in_the_dataset_come_from_the_file_meta(tmp_path):
     completed = referenceable_source(sources)
     assert [str(ds.SOPInstanceUID) for ds in completed] == [str(ds.file_meta.MediaStorageSOPInstanceUID) for ds in sources]
     assert all(str(ds.SOPInstanceUID) == "" for ds in sources), "the given datasets are not changed"
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A mount point factory: ``mount(size, read_only)`` -> a tmpfs folder (skipped where mounting is not allowed)."""
+    mounted = []
+
+    def mount(size: str, read_only: bool = False) -> Path:
+        target = tmp_path / f"fs{len(mounted)}"
+        target.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip()})")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def test_a_read_only_output_folder_is_refused_naming_it_before_any_work(tmp_path, threshold_model, small_filesystem):
+    image = _nifti(tmp_path / "ct.nii.gz", _ct_volume((12, 12, 6)))
+    out = small_filesystem("1m", read_only=True)
+    with pytest.raises(OSError, match=f"cannot write into output_dir {out}: Read-only file system"):
+        _run_batch(threshold_model, image, out)
+
+
+def test_a_full_disk_fails_the_cases_and_says_where_without_half_written_files(tmp_path, threshold_model, small_filesystem):
+    image = _nifti(tmp_path / "ct.nii.gz", _ct_volume((12, 12, 6)))
+    out = small_filesystem("64k")
+    filler = out / "filler.bin"
+    with open(filler, "wb", buffering=0) as f:  # fill the disk to its last block
+        try:
+            while True:
+                f.write(b"\0" * 1024)
+        except OSError:
+            pass
+    with pytest.raises(OSError, match=f"cannot write the run summary into {out}: No space left on device"):
+        _run_batch(threshold_model, image, out)
+    assert sorted(p.name for p in out.iterdir()) == [".inference.lock", "filler.bin"], "no partial output left"
+    filler.unlink()
+    (record,) = _run_batch(threshold_model, image, out)
+    assert record.status == "ok", "the rerun on a disk with space finishes the case"

@@ -310,3 +310,14 @@ def test_folder_pairs_by_name_and_reports_unpaired_files(tmp_path):
     unlabelled = tmp_path / "out" / "test.json"
     folder(images, str(unlabelled), skip_invalid=True)
     assert read(unlabelled)["numTest"] == 3
+
+
+def test_a_broken_msd_dataset_json_is_named_with_its_line(tmp_path, monkeypatch):
+    root = write_msd(tmp_path / "Task07_Pancreas")
+    (root / "dataset.json").write_text('{"training": [\n')
+    output = tmp_path / "datalist.json"
+    monkeypatch.setattr(sys, "argv", ["prepare", "msd", "--root", str(root), "--output", str(output)])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert str(info.value.code).startswith(f"error: {root / 'dataset.json'}: not valid JSON: Expecting value at line 2")
+    assert not output.exists()
