@@ -440,7 +440,10 @@ class BatchInference:
 
     def _infer(self, index: int) -> None:
         """One evaluator run on the case ``index`` alone (a fresh one-case loader, epoch length 1)."""
-        run_single_case(self.evaluator, DataLoader(Subset(self.dataset, [index]), batch_size=1, num_workers=0))
+        try:
+            run_single_case(self.evaluator, DataLoader(Subset(self.dataset, [index]), batch_size=1, num_workers=0))
+        finally:  # the full-resolution outputs are on disk: do not hold them while the overlay is drawn
+            self.evaluator.state.batch = self.evaluator.state.output = None
 
 
 def write_summary(records: Sequence[CaseRecord], output_dir: PathLike, started: datetime) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -11,11 +12,102 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
+import pydicom  # noqa: E402
+from nibabel.orientations import io_orientation  # noqa: E402
 
+from scripts.data.dicom import DicomSeriesReader, read_series  # noqa: E402
 from scripts.data.readers import load_input  # noqa: E402
 from scripts.data.writers import atomic_path  # noqa: E402
 
-__all__ = ["save_overlay"]
+__all__ = ["overlay_views", "save_overlay"]
+
+
+def _plane(volume: Any, axis: int, index: int) -> np.ndarray:
+    """``volume`` (an array or a nibabel proxy) at ``index`` of ``axis``, as float32: only that plane is read."""
+    slicer = [slice(None)] * 3
+    slicer[axis] = index
+    return np.asarray(volume[tuple(slicer)], dtype=np.float32)
+
+
+class _DicomPlanes:
+    """Planes of a checked DICOM series in ``DicomSeriesReader``'s voxel grid (columns, rows, slices), one slice
+    decoded at a time (a whole 512 x 512 x 600 series is never held)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.reader = DicomSeriesReader()
+        headers, self.files = read_series(folder, stop_before_pixels=True)
+        self.shape = (int(headers[0].Columns), int(headers[0].Rows), len(self.files))
+
+    def _slice(self, k: int) -> np.ndarray:  # (rows, columns) in HU
+        return np.asarray(self.reader._get_array_data(pydicom.dcmread(self.files[k]), self.files[k]), np.float32)
+
+    def __getitem__(self, slicer: tuple) -> np.ndarray:
+        axis = next(a for a, s in enumerate(slicer) if not isinstance(s, slice))
+        index = slicer[axis]
+        if axis == 2:
+            return self._slice(index).T
+        rows = [self._slice(k)[index, :] if axis == 1 else self._slice(k)[:, index] for k in range(len(self.files))]
+        return np.stack(rows, axis=-1)
+
+
+def _source(image_file: str | Path, shape: tuple[int, ...]) -> Any:
+    """The CT as something whose planes can be read alone: a nibabel proxy, the DICOM series, or the loaded array."""
+    path = Path(image_file)
+    if path.is_dir():
+        return _DicomPlanes(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        proxy = nib.load(str(path)).dataobj
+        return proxy if tuple(proxy.shape[:3]) == shape and len(proxy.shape) == 3 else load_input(path)[0].numpy()
+    return load_input(path)[0].numpy()
+
+
+def overlay_views(image_file: str | Path, mask_file: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """
+    The axial and coronal views of the overlay: ``{name: (ct plane, mask plane, aspect)}``, planes in RAS order
+    (first axis R->L reversed as ``nib.as_closest_canonical`` gives it), through the mask's centre of mass.
+
+    Only the two planes of the CT are read (NIfTI slices through nibabel's proxy, DICOM one file at a time), so
+    the overlay of a 512 x 512 x 600 CT costs a few slices of memory, not the volume.
+
+    Raises:
+        ValueError: when the mask does not have the image's shape and affine.
+    """
+    mask = nib.load(str(mask_file))
+    affine = mask.affine
+    source = _source(image_file, tuple(mask.shape))
+    if tuple(source.shape[:3]) != tuple(mask.shape):
+        raise ValueError(f"{mask_file} has shape {tuple(mask.shape)}, its image {image_file} has {tuple(source.shape)}")
+    if not Path(image_file).is_dir() and Path(image_file).name.lower().endswith((".nii", ".nii.gz")):
+        image_affine = nib.load(str(image_file)).affine
+        if not np.allclose(image_affine, affine, atol=1e-3):
+            raise ValueError(f"{mask_file} has affine {affine.tolist()}, its image {image_file} has {image_affine.tolist()}")
+    seg = np.asarray(mask.dataobj) > 0
+    ornt = io_orientation(affine)  # original axis i -> (RAS axis, flip)
+    axis_of = {int(ras): i for i, (ras, _) in enumerate(ornt)}
+    flipped = {int(ras): flip < 0 for ras, flip in ornt}
+    sizes = {ras: seg.shape[axis_of[ras]] for ras in range(3)}
+    if seg.any():
+        mean = np.argwhere(seg).mean(0)
+        centre = {ras: int(round(sizes[ras] - 1 - mean[axis_of[ras]] if flipped[ras] else mean[axis_of[ras]])) for ras in range(3)}
+    else:
+        centre = {ras: sizes[ras] // 2 for ras in range(3)}
+    spacing = {ras: float(np.linalg.norm(affine[:3, axis_of[ras]])) for ras in range(3)}
+    views = {}
+    for name, fixed in (("axial", 2), ("coronal", 1)):
+        axis = axis_of[fixed]
+        index = sizes[fixed] - 1 - centre[fixed] if flipped[fixed] else centre[fixed]
+        shown = [ras for ras in range(3) if ras != fixed]  # the plane's axes, RAS order
+        planes = []
+        for volume in (source, seg):
+            plane = _plane(volume, axis, index) if volume is source else np.take(volume, index, axis=axis)
+            remaining = [i for i in range(3) if i != axis]  # original axes left in the plane, in order
+            plane = np.transpose(plane, [remaining.index(axis_of[ras]) for ras in shown])
+            for position, ras in enumerate(shown):
+                if flipped[ras]:
+                    plane = np.flip(plane, axis=position)
+            planes.append(np.ascontiguousarray(plane))
+        views[name] = (planes[0], planes[1], spacing[shown[1]] / spacing[shown[0]])
+    return views
 
 
 def save_overlay(
@@ -28,30 +120,12 @@ def save_overlay(
     Save a PNG with an axial and a coronal slice through the mask's centre of mass, mask contour in red.
 
     ``image_file`` is the CT as given to inference (an image file or a DICOM series folder), ``mask_file``
-    a NIfTI mask in its geometry. Both volumes are reoriented to RAS and shown with their physical aspect
-    ratio in radiological convention (patient's right on the left of the picture, anterior or superior up,
-    marked R and L); the CT is displayed at ``window`` (HU). An empty mask gives slices through the volume
+    a NIfTI mask in its geometry. Both volumes are shown in RAS order (``overlay_views``) with their physical
+    aspect ratio in radiological convention (patient's right on the left of the picture, anterior or superior
+    up, marked R and L); the CT is displayed at ``window`` (HU). An empty mask gives slices through the volume
     centre. The PNG is written atomically.
     """
-    loaded = load_input(image_file)
-    affine = loaded.affine.numpy()
-    mask = nib.load(str(mask_file))
-    if tuple(loaded.shape[1:]) != tuple(mask.shape):
-        raise ValueError(
-            f"{mask_file} has shape {tuple(mask.shape)}, its image {image_file} has {tuple(loaded.shape[1:])}"
-        )
-    if not np.allclose(mask.affine, affine, atol=1e-3):
-        raise ValueError(f"{mask_file} has affine {mask.affine.tolist()}, its image {image_file} has {affine.tolist()}")
-    image = nib.as_closest_canonical(nib.Nifti1Image(loaded[0].numpy(), affine))
-    mask = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(mask.dataobj), affine))
-    ct = np.asarray(image.dataobj, dtype=np.float32)
-    seg = np.asarray(mask.dataobj) > 0
-    spacing = image.header.get_zooms()[:3]
-    centre = np.argwhere(seg).mean(0).round().astype(int) if seg.any() else np.array(ct.shape) // 2
-    views = {
-        "axial": (ct[:, :, centre[2]], seg[:, :, centre[2]], spacing[1] / spacing[0]),
-        "coronal": (ct[:, centre[1], :], seg[:, centre[1], :], spacing[2] / spacing[0]),
-    }
+    views = overlay_views(image_file, mask_file)
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), dpi=100)
     for ax, (title, (ct_slice, seg_slice, aspect)) in zip(axes, views.items()):
         # rows of the displayed array are the second array axis (A or S), drawn upwards

@@ -32,3 +32,66 @@ def test_overlay_png_is_written(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="shape"):
         save_overlay(_nifti(tmp_path / "other.nii.gz", shape=(5, 5, 5)), tmp_path / "ct_seg.nii.gz", tmp_path / "x.png")
+
+
+def _reference_views(image_file, mask_file):
+    """The overlay's planes from whole volumes: both reoriented with nib.as_closest_canonical, sliced at the centre."""
+    from scripts.data.readers import load_input
+
+    loaded = load_input(image_file)
+    affine = loaded.affine.numpy()
+    ct = np.asarray(nib.as_closest_canonical(nib.Nifti1Image(loaded[0].numpy(), affine)).dataobj, dtype=np.float32)
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(nib.load(str(mask_file)).dataobj), affine))
+    seg = np.asarray(canonical.dataobj) > 0
+    centre = np.argwhere(seg).mean(0).round().astype(int) if seg.any() else np.array(ct.shape) // 2
+    zooms = canonical.header.get_zooms()
+    return {
+        "axial": (ct[:, :, centre[2]], seg[:, :, centre[2]], zooms[1] / zooms[0]),
+        "coronal": (ct[:, centre[1], :], seg[:, centre[1], :], zooms[2] / zooms[0]),
+    }
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.diag([1.5, 1.5, 2.0, 1.0]),
+        np.array([[-0.8, 0, 0, 100], [0, -0.8, 0, 80], [0, 0, 3.0, -40], [0, 0, 0, 1]]),  # LPS
+        np.array([[0, 0, 2.0, 0], [-1.2, 0, 0, 50], [0, -1.0, 0, 20], [0, 0, 0, 1]]),  # axes permuted and flipped
+    ],
+    ids=["RAS", "LPS", "permuted"],
+)
+def test_overlay_views_read_two_planes_equal_to_whole_volume_ones(tmp_path, affine):
+    from scripts.inference.overlay import overlay_views
+
+    rng = np.random.default_rng(0)
+    ct = rng.integers(-1000, 1000, size=(21, 17, 13)).astype(np.int16)
+    image = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(ct, affine), str(image))
+    mask = np.zeros(ct.shape, np.uint8)
+    mask[5:12, 3:9, 4:10] = 1
+    mask[15:17, 12:14, 1:3] = 1
+    nib.save(nib.Nifti1Image(mask, affine), str(tmp_path / "m.nii.gz"))
+    views, reference = overlay_views(image, tmp_path / "m.nii.gz"), _reference_views(image, tmp_path / "m.nii.gz")
+    for name in ("axial", "coronal"):
+        np.testing.assert_array_equal(views[name][0], reference[name][0], err_msg=name)
+        np.testing.assert_array_equal(views[name][1], reference[name][1], err_msg=name)
+        assert views[name][2] == pytest.approx(reference[name][2])
+
+
+def test_overlay_views_of_a_dicom_series_decode_one_slice_at_a_time(tmp_path):
+    from scripts.inference.overlay import overlay_views
+    from tests.bundle_cli import REAL_CT
+
+    series = REAL_CT / "totalseg_b_dicom"
+    if not series.is_dir():
+        pytest.skip(f"{series} is absent")
+    from scripts.data.readers import load_input
+
+    loaded = load_input(series)
+    mask = np.zeros(loaded.shape[1:], np.uint8)
+    mask[200:260, 300:340, 5:12] = 1
+    nib.save(nib.Nifti1Image(mask, loaded.affine.numpy()), str(tmp_path / "m.nii.gz"))
+    views, reference = overlay_views(series, tmp_path / "m.nii.gz"), _reference_views(series, tmp_path / "m.nii.gz")
+    for name in ("axial", "coronal"):
+        np.testing.assert_array_equal(views[name][0], reference[name][0], err_msg=name)
+        np.testing.assert_array_equal(views[name][1], reference[name][1], err_msg=name)
