@@ -63,7 +63,8 @@ class DualSSLTrainer(SupervisedTrainer):
     ``engine.state.output`` gets every loss term (see ``loss_terms``) besides image, label, pred and loss.
 
     Args:
-        ssl_heads: projection and restoration heads; their parameters must be in ``optimizer``.
+        ssl_heads: projection and restoration heads (``DualSSLHeads``, possibly inside ``DistributedDataParallel``),
+            called through their ``forward``; their parameters must be in ``optimizer``.
         lambda_contrastive: weight of the contrastive term.
         lambda_restoration: weight of the restoration term.
         contrastive_loss: defaults to ``StructureContrastiveLoss()``.
@@ -222,6 +223,7 @@ class DualSSLTrainer(SupervisedTrainer):
             contrastive = logits.new_zeros(())
             restoration = logits.new_zeros(())
             skipped = logits.new_zeros((), dtype=torch.long)
+            voxel_features = samples = None
             if use_contrastive:
                 samples = sample_structure_voxels(
                     engine._map(batchdata, engine.skeleton_key),
@@ -233,12 +235,16 @@ class DualSSLTrainer(SupervisedTrainer):
                     hard_negative_ratio=engine.hard_negative_ratio,
                     generator=engine.sampling_generator.get(logits.device),
                 )
-                embeddings = engine.ssl_heads.embed(gather_voxels(features, samples.indices).float())
+                voxel_features = gather_voxels(features, samples.indices).float()
+            if use_contrastive or use_restoration:
+                # one call of the heads' forward: a DistributedDataParallel wrapper then synchronises their gradients
+                embeddings, restored = engine.ssl_heads(voxel_features, features if use_restoration else None)
+            if use_contrastive:
                 contrastive, skipped = engine.contrastive_loss(
                     embeddings, samples.is_positive, samples.valid, return_num_skipped=True
                 )
             if use_restoration:
-                restoration = engine.restoration_loss(engine.ssl_heads.restore(features).float(), inputs, corrupted)
+                restoration = engine.restoration_loss(restored.float(), inputs, corrupted)
             loss = segmentation + weight * (
                 engine.lambda_contrastive * contrastive + engine.lambda_restoration * restoration
             )

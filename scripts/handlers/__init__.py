@@ -2,11 +2,13 @@
 
 from .checkpointing import AtomicCheckpointSaver, ResumableCheckpointer, atomic_torch_save, load_latest_checkpoint
 from .metrics_saver import AtomicMetricsSaver
+from .ranks import is_main_process
 
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicMetricsSaver",
     "ResumableCheckpointer",
     "atomic_torch_save",
+    "is_main_process",
     "load_latest_checkpoint",
 ]

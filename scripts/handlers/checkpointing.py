@@ -17,6 +17,7 @@ from monai.handlers import CheckpointSaver
 
 from scripts.data.writers import atomic_path, refuse_existing
 from scripts.engines.random_state import global_rng_state, set_global_rng_state
+from scripts.handlers.ranks import is_main_process
 
 __all__ = ["AtomicCheckpointSaver", "ResumableCheckpointer", "atomic_torch_save", "load_latest_checkpoint"]
 
@@ -46,6 +47,8 @@ class _AtomicDiskSaver(DiskSaver):
         super().__call__(checkpoint, self.filename or filename, metadata)
 
     def remove(self, filename: str) -> None:
+        if not is_main_process():  # ignite's DiskSaver writes on rank 0 only (save_on_rank=0): so it removes
+            return
         path = Path(self.dirname) / (self.filename or filename)
         if path.exists():
             path.unlink()
@@ -185,11 +188,14 @@ class ResumableCheckpointer:
         logger.info(f"resumed from {path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
 
     def save(self, engine: Engine) -> None:
+        """Write the resume checkpoint (rank 0 of a distributed run only: the states are the same on every rank)."""
         if engine.state.iteration == self._last_saved_iteration:  # the last interval save coincides with the end
+            return
+        self._last_saved_iteration = engine.state.iteration
+        if not is_main_process():
             return
         state = {name: obj.state_dict() for name, obj in self._objects(engine).items()}
         state["rng"] = global_rng_state()
         atomic_torch_save(state, self.save_dir / f"resume_iteration={engine.state.iteration}.pt")
-        self._last_saved_iteration = engine.state.iteration
         for old in _resume_files(self.save_dir)[: -self.n_saved]:
             old.unlink()

@@ -12,6 +12,7 @@ from ignite.engine import Engine
 from monai.handlers import MetricsSaver
 
 from scripts.data.writers import refuse_existing
+from scripts.handlers.ranks import is_main_process
 
 __all__ = ["AtomicMetricsSaver"]
 
@@ -35,6 +36,9 @@ class AtomicMetricsSaver(MetricsSaver):
             )
 
     def __call__(self, engine: Engine) -> None:
+        if not is_main_process():  # MetricsSaver gathers the metrics from every rank and writes on rank 0
+            super().__call__(engine)
+            return
         self.report_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.report_dir))
         try:

@@ -27,6 +27,9 @@ class DualSSLHeads(nn.Module):
     Shapes:
         ``embed``: sampled voxel features (B, N, feature_channels) -> unit-norm embeddings (B, N, embedding_dim).
         ``restore``: decoder features (B, feature_channels, *S) -> restored image (B, image_channels, *S).
+        ``forward(voxel_features, features)``: ``(embed(voxel_features), restore(features))``, either input ``None``
+        for a head that is not needed (its output is then ``None``). Training calls the heads through ``forward``,
+        so that a ``DistributedDataParallel`` wrapper runs its own forward and synchronises their gradients.
     """
 
     def __init__(
@@ -53,3 +56,10 @@ class DualSSLHeads(nn.Module):
 
     def restore(self, features: torch.Tensor) -> torch.Tensor:
         return self.restoration(features)
+
+    def forward(
+        self, voxel_features: torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        embeddings = None if voxel_features is None else self.embed(voxel_features)
+        restored = None if features is None else self.restore(features)
+        return embeddings, restored

@@ -17,6 +17,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import torch.distributed as dist
 
 from scripts.data.datalists import read_json
 from scripts.data.writers import atomic_path, refuse_existing
@@ -161,8 +162,20 @@ def ensure_phantom_input(
 
     The configs' default inputs are phantom folders: this makes a user's own input (``--dataset_dir``,
     ``--input_path``, ``--datalist_file``) never trigger the phantom as a side effect.
+
+    In a distributed run (``torch.distributed`` initialised) rank 0 generates, the other ranks wait at a barrier
+    and then only check the dataset, so two ranks never write one folder at once.
     """
     folder, target = Path(phantom_dir).absolute(), Path(path).absolute()
     if target == folder or folder in target.parents:
-        ensure_dataset(folder, domain=domain, cases=cases, seed=seed)
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed and dist.get_rank() != 0:
+            dist.barrier()  # rank 0 writes first
+            ensure_dataset(folder, domain=domain, cases=cases, seed=seed)
+        else:
+            try:
+                ensure_dataset(folder, domain=domain, cases=cases, seed=seed)
+            finally:  # also when it failed: the others then find no dataset and fail with the reason, never hang
+                if distributed:
+                    dist.barrier()
     return str(path)
