@@ -314,6 +314,7 @@ class BatchInference:
             raise OSError(error.errno, f"cannot create output_dir {self.output_dir}: {error.strerror}") from None
         records: list[CaseRecord] = []
         interruption: BaseException | None = None
+        reason = ""
         with output_lock(self.output_dir), _terminate_as_exception():
             self._remove_stale_staging()
             try:
@@ -329,13 +330,19 @@ class BatchInference:
             except (KeyboardInterrupt, RunInterrupted) as error:
                 interruption = error
                 reason = str(error) or "interrupted by SIGINT"
-                for position, item in enumerate(items[len(records):]):
+                self._remove_stale_staging()  # the interrupted case's clean-up may itself have been cut short
+                pending = items[len(records):]
+                if pending and self.is_done(pending[0]["image"]):  # the signal came after its manifest: it is done
+                    image = pending.pop(0)["image"]
+                    done = [str(p) for p in self.recorded_outputs(image) or []]
+                    records.append(CaseRecord(case_name(image), str(image), STATUS_OK, outputs=done))
+                for position, item in enumerate(pending):
                     status = STATUS_INTERRUPTED if position == 0 else STATUS_NOT_RUN
                     records.append(
                         CaseRecord(case_name(item["image"]), str(item["image"]), status, error=reason if position == 0 else "")
                     )
                 logger.error(f"run interrupted ({reason}); the summary marks the cases that did not finish")
-            summary = write_summary(records, self.output_dir, started)
+            summary = write_summary(records, self.output_dir, started, interrupted=reason if interruption else None)
         counts = {s: sum(r.status == s for r in records) for s in STATUSES}
         logger.info(f"{len(records)} cases: {counts}; summary: {summary}")
         if interruption is not None:
@@ -446,7 +453,9 @@ class BatchInference:
             self.evaluator.state.batch = self.evaluator.state.output = None
 
 
-def write_summary(records: Sequence[CaseRecord], output_dir: PathLike, started: datetime) -> Path:
+def write_summary(
+    records: Sequence[CaseRecord], output_dir: PathLike, started: datetime, interrupted: str | None = None
+) -> Path:
     """
     Write the run summary as CSV and JSON, each atomically; return the path of the CSV.
 
@@ -454,7 +463,8 @@ def write_summary(records: Sequence[CaseRecord], output_dir: PathLike, started: 
     ... suffix is added when two runs start within a second), and ``summary.csv``/``summary.json``, the
     same content, replaced by every run: the latest run's summary under a fixed name, the earlier ones
     kept under their timestamps. CSV columns: ``SUMMARY_FIELDS`` (``outputs`` joined by ``;``); JSON: the
-    run's start and end times, the counts per status and the rows.
+    run's start and end times, the counts per status, ``interrupted`` (the signal that ended the run, or null)
+    and the rows.
 
     Raises:
         OSError: naming ``output_dir`` and the counts per status, when the files cannot be written (disk full).
@@ -482,6 +492,7 @@ def write_summary(records: Sequence[CaseRecord], output_dir: PathLike, started: 
         "started": started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
         "counts": {s: sum(r.status == s for r in records) for s in STATUSES},
+        "interrupted": interrupted,
         "cases": rows,
     }
     contents = {".csv": text.getvalue(), ".json": json.dumps(report, indent=2) + "\n"}
