@@ -8,14 +8,12 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import highdicom as hd
 import numpy as np
 import torch
 from monai.config import KeysCollection, PathLike
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from scripts.data.dicom import read_series
@@ -110,6 +108,8 @@ def write_dicom_seg(
     if problems:
         raise ValueError(f"a DICOM SEG cannot reference this series: {'; '.join(problems)}")
     source = referenceable_source(source)
+    import highdicom as hd  # here, not at module level: 0.28 s of start-up that runs without a SEG do not pay
+    from pydicom.sr.codedict import codes
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label=segment_label,

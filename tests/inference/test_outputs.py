@@ -95,3 +95,12 @@ def test_overlay_views_of_a_dicom_series_decode_one_slice_at_a_time(tmp_path):
     for name in ("axial", "coronal"):
         np.testing.assert_array_equal(views[name][0], reference[name][0], err_msg=name)
         np.testing.assert_array_equal(views[name][1], reference[name][1], err_msg=name)
+
+
+def test_inference_imports_highdicom_only_when_it_writes_a_seg():
+    import subprocess
+    import sys
+
+    code = "import sys, scripts.inference.batch, scripts.data.dicom_seg; print('highdicom' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
