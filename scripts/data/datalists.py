@@ -25,7 +25,7 @@ from scripts.data.dicom import is_dicom_file, is_dicom_series
 from scripts.data.errors import InputError
 from scripts.data.readers import IMAGE_SUFFIXES, image_suffix
 
-__all__ = ["PATH_KEYS", "read_datalist", "read_json", "resolve_images", "split_datalist"]
+__all__ = ["PATH_KEYS", "datalist_entries", "read_datalist", "read_json", "resolve_images", "split_datalist"]
 
 PATH_KEYS = ("image", "label")
 """Entry keys that hold paths (resolved against the datalist's folder)."""
@@ -49,7 +49,16 @@ def read_datalist(path: PathLike, sections: Sequence[str] = ("training",)) -> li
             that is not a string.
     """
     path = Path(path).expanduser()
-    content = read_json(path)
+    return datalist_entries(read_json(path), path, sections)
+
+
+def datalist_entries(content: Any, path: PathLike, sections: Sequence[str] = ("training",)) -> list[dict[str, Any]]:
+    """``read_datalist`` of JSON ``content`` already read from ``path`` (paths resolved against its folder).
+
+    Raises:
+        InputError: as ``read_datalist``, naming ``path``.
+    """
+    path = Path(path)
     if isinstance(content, dict):
         listed = [(f"{section}[{index}]", entry) for section in sections
                   for index, entry in enumerate(_section(path, content, section))]

@@ -47,7 +47,10 @@ def referenceable_source(source: Sequence[Dataset]) -> list[Dataset]:
 
 def reference_problems(source: Sequence[Dataset]) -> list[str]:
     """Why a SEG cannot reference ``source`` (after ``referenceable_source``); empty when it can."""
-    source = referenceable_source(source)
+    return _missing_uids(referenceable_source(source))
+
+
+def _missing_uids(source: Sequence[Dataset]) -> list[str]:
     problems = []
     for tag in SOURCE_UIDS:
         empty = [k for k, ds in enumerate(source) if not str(ds.get(tag, "") or "")]
@@ -104,10 +107,10 @@ def write_dicom_seg(
         ValueError: when the source lacks the identifiers a reference needs (``reference_problems``; e.g. an
             anonymiser emptied them and the file meta header does not repeat them).
     """
-    problems = reference_problems(source)
+    source = referenceable_source(source)
+    problems = _missing_uids(source)
     if problems:
         raise ValueError(f"a DICOM SEG cannot reference this series: {'; '.join(problems)}")
-    source = referenceable_source(source)
     import highdicom as hd  # here, not at module level: 0.28 s of start-up that runs without a SEG do not pay
     from pydicom.sr.codedict import codes
     description = hd.seg.SegmentDescription(

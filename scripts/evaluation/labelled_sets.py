@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from scripts.data.datalists import PATH_KEYS, read_datalist, read_json
+from scripts.data.datalists import PATH_KEYS, datalist_entries, read_json
 from scripts.data.errors import InputError
 from scripts.phantom import ensure_dataset, get_domain
 
@@ -73,10 +73,13 @@ class LabelledSet:
             path = self.dataset_dir / "dataset.json"
         else:
             path = self.datalist  # type: ignore[assignment]
-        items = read_datalist(path, sections=self.sections)
-        unread = {s: len(read_datalist(path, sections=(s,))) for s in DATALIST_SECTIONS if s not in self.sections}
-        unread = {section: count for section, count in unread.items() if count}
-        if unread and isinstance(read_json(path), dict):
+        content = read_json(path)
+        items = datalist_entries(content, path, sections=self.sections)
+        unread = {}
+        if isinstance(content, dict):
+            counts = {s: len(datalist_entries(content, path, (s,))) for s in DATALIST_SECTIONS if s not in self.sections}
+            unread = {section: count for section, count in counts.items() if count}
+        if unread:
             logger.warning(
                 f"test set {self.name!r}: evaluating {', '.join(self.sections)} of {path}; not evaluated: "
                 + ", ".join(f"{section} ({count} cases)" for section, count in unread.items())

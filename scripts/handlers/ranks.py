@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch.distributed as dist
+import ignite.distributed as idist
 
 __all__ = ["is_main_process"]
 
 
 def is_main_process() -> bool:
     """True outside a distributed run and on rank 0 of one (the configs disable writing handlers elsewhere)."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return idist.get_rank() == 0

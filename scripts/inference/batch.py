@@ -323,8 +323,7 @@ class BatchInference:
                     image = item["image"]
                     if self.is_done(image) and not self.overwrite:
                         logger.warning(f"skipping {image}: done earlier (set overwrite to true to replace its outputs)")
-                        existing = [str(p) for p in self.recorded_outputs(image) or []]
-                        records.append(CaseRecord(case_name(image), str(image), STATUS_SKIPPED, outputs=existing))
+                        records.append(self._done_record(image, STATUS_SKIPPED))
                         continue
                     records.append(self._run_case(index, image))
             except (KeyboardInterrupt, RunInterrupted) as error:
@@ -333,9 +332,7 @@ class BatchInference:
                 self._remove_stale_staging()  # the interrupted case's clean-up may itself have been cut short
                 pending = items[len(records):]
                 if pending and self.is_done(pending[0]["image"]):  # the signal came after its manifest: it is done
-                    image = pending.pop(0)["image"]
-                    done = [str(p) for p in self.recorded_outputs(image) or []]
-                    records.append(CaseRecord(case_name(image), str(image), STATUS_OK, outputs=done))
+                    records.append(self._done_record(pending.pop(0)["image"], STATUS_OK))
                 for position, item in enumerate(pending):
                     status = STATUS_INTERRUPTED if position == 0 else STATUS_NOT_RUN
                     records.append(
@@ -350,6 +347,11 @@ class BatchInference:
         if counts[STATUS_FAILED]:
             raise BatchInferenceError(records, summary)
         return records
+
+    def _done_record(self, image: str, status: str) -> CaseRecord:
+        """The summary row of a case whose manifest lists its outputs."""
+        outputs = [str(p) for p in self.recorded_outputs(image) or []]
+        return CaseRecord(case_name(image), str(image), status, outputs=outputs)
 
     def _remove_stale_staging(self) -> None:
         """Staging folders of runs that died (this run holds the lock, so no other run is using them)."""

@@ -20,7 +20,7 @@ import numpy as np
 from monai.apps import DecathlonDataset, download_and_extract
 
 from scripts.data.checks import MSD_PANCREAS_LABELS
-from scripts.data.datalists import read_datalist, read_json
+from scripts.data.datalists import datalist_entries, read_json
 from scripts.data.errors import InputError
 from scripts.data.naming import case_name
 from scripts.data.writers import atomic_path, refuse_existing
@@ -58,9 +58,9 @@ def msd_cases(root: Path) -> tuple[list[Case], dict]:
     meta = read_json(meta_path)
     cases = [
         Case(case_name(entry["image"]), entry["image"], entry.get("label"))
-        for entry in read_datalist(meta_path, sections=("training",))
+        for entry in datalist_entries(meta, meta_path, sections=("training",))
     ]
-    for entry in read_datalist(meta_path, sections=("test",)):
+    for entry in datalist_entries(meta, meta_path, sections=("test",)):
         cases.append(Case(case_name(entry["image"]), entry["image"], needs_label=False))
     return cases, meta
 

@@ -46,7 +46,7 @@ class PredictiveEntropyd(MapTransform):
     Dictionary wrapper of ``predictive_entropy`` in nats over the channel dimension of one channel-first item:
     ``data[output_key] = predictive_entropy(data[key], dim=0, normalize=False)``, ``(C, *spatial) -> (1, *spatial)``.
 
-    Place it after the softmax (and after ``Invertd`` to get the map in the input geometry), before the
+    Place it after the softmax (and after ``ResampleToInputd`` to get the map in the input geometry), before the
     class probabilities are discretised. One key at a time, as the output goes to one ``output_key``.
     """
 
