@@ -1,190 +1,296 @@
 """
 Single-source domain-generalisation benchmark on the embedded phantom.
 
-    python -m scripts.benchmarks.generalization                       # CPU budget (2 cores: about 25 minutes)
-    python -m scripts.benchmarks.generalization --scale 8 --seeds 5   # GPU budget: 8x the iterations, 5 seeds
+    python -m scripts.benchmarks.generalization                          # CPU profile, 3 seeds, 2 parallel jobs
+    python -m scripts.benchmarks.generalization --profile gpu --jobs 1   # the shipped model's size, on a GPU
 
-Trains the plain supervised baseline, DualSSL and the two ablations (configs/train.yaml with
-configs/baseline.yaml, -, configs/contrastive_only.yaml, configs/restoration_only.yaml) on the phantom
-``source`` domain with the same budget and seeds, then evaluates every run on held-out ``source`` cases and
-on every target domain (Dice and HD95 in the original geometry of each case). Writes a Markdown table and a
-bar chart (mean +- std over seeds per domain) to ``docs/`` and every per-run number to ``<work_dir>``.
+Trains every variant (``scripts.benchmarks.profiles.VARIANTS``: config files over configs/train.yaml) on the
+phantom ``source`` domain with the same budget and seeds, with a separate source validation set whose Dice is
+recorded through training (the convergence curves), then scores every run's final weights on held-out
+``source`` cases and on every target domain with the evaluate config (the inferer, post-processing and
+inversion of inference, against the label files). Each run is trained and scored by processes of their own
+(``jobs`` at a time, ``cores / jobs`` torch threads each); an interrupted benchmark continues where it stopped
+(training resumes from its newest checkpoint, scored runs are kept). Writes ``docs/generalization.md`` (tables,
+paired differences with bootstrap intervals and Wilcoxon p-values), ``docs/generalization.png`` (Dice per
+domain) and ``docs/generalization_curves.png`` (validation Dice over iterations).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fire
 import numpy as np
 
+from scripts.benchmarks.profiles import PAIRED_BASELINE, VARIANTS, profile_overrides
 from scripts.bundle import BUNDLE_ROOT, config_files
-from scripts.evaluation import DomainEvaluator
-from scripts.evaluation.report import finite_statistics
+from scripts.evaluation.statistics import paired_comparison
 from scripts.phantom import DOMAINS, ensure_dataset
 
-VARIANTS = {
-    "baseline": ["baseline.yaml"],
-    "contrastive_only": ["contrastive_only.yaml"],
-    "restoration_only": ["restoration_only.yaml"],
-    "dualssl": [],
-}
-TEST_SEED = 1000
+__all__ = ["main", "summarise"]
+
+DEFAULT_VARIANTS = ("baseline", "baseline_bigaug", "baseline_gin", "dualssl", "dualssl_bigaug", "dualssl_gin")
+TRAIN_SEED, TEST_SEED, VALIDATION_SEED = 0, 1000, 2000
 
 
-def train_run(variant: str, seed: int, data_dir: Path, run_dir: Path, budget: dict) -> float:
-    """Train one variant with one seed through ``monai.bundle run``; returns wall seconds."""
-    overrides = {
-        "dataset_dir": str(data_dir),
-        "generate_phantom": False,
+def _run(args: list[str], log: Path, threads: int) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    with open(log, "a") as f:
+        result = subprocess.run(args, cwd=BUNDLE_ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:4])} failed, see {log}")
+    return time.perf_counter() - start
+
+
+def train_and_score(
+    variant: str, seed: int, data: dict[str, Path], run_dir: Path, profile: str, overrides: dict, threads: int
+) -> dict:
+    """Train one variant with one seed through ``monai.bundle run``, then score it; returns its scores."""
+    scores_file = run_dir / "scores.json"
+    if scores_file.is_file():
+        return json.loads(scores_file.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "dataset_dir": str(data["source_train"]),
+        "val_datalist_file": str(data["source_val"] / "dataset.json"),
         "output_dir": str(run_dir),
         "seed": seed,
         "split_seed": seed,
         # an interrupted benchmark continues each unfinished run from its newest checkpoint
         "resume": True,
-        **budget,
+        **overrides,
     }
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(config_files("train.yaml", *VARIANTS[variant]))]
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
+    args += [json.dumps(config_files("train.yaml", *VARIANTS[variant]))]
     args += ["--meta_file", str(BUNDLE_ROOT / "configs" / "metadata.json")]
-    for key, value in overrides.items():
+    for key, value in settings.items():
         args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    start = time.perf_counter()
-    log = run_dir / "train.log"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        result = subprocess.run(args, cwd=BUNDLE_ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise RuntimeError(f"training {variant} seed {seed} failed, see {log}")
-    return time.perf_counter() - start
+    seconds = _run(args, run_dir / "train.log", threads)
+    tests = {d: str(data[f"{d}_test"]) for d in DOMAINS}
+    score_args = [sys.executable, "-m", "scripts.benchmarks.scores", str(run_dir), "--profile", profile]
+    score_args += ["--test_dirs", json.dumps(tests), "--train_seconds", f"{seconds:.1f}"]
+    _run(score_args, run_dir / "scores.log", threads)
+    return json.loads(scores_file.read_text())
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    stats = finite_statistics(values)
-    return stats["mean"], stats["std"]
+def _case_matrix(results: dict, variant: str, domains: list[str], metric: str = "dice") -> np.ndarray:
+    """(seeds, cases) scores of ``variant``, the cases of ``domains`` side by side, seeds in sorted order."""
+    seeds = sorted(results[variant], key=int)
+    return np.array([sum((list(results[variant][s][d][metric]) for d in domains), []) for s in seeds], dtype=float)
 
 
-def write_benchmark_report(results: dict, domains: list[str], docs_dir: Path, command: str, budget: dict) -> None:
-    """Markdown table and bar chart of per-seed case means, mean +- std over seeds."""
+def summarise(results: dict, domains: list[str]) -> dict:
+    """Per variant and domain: mean +- std over seeds of the per-seed case mean; paired comparisons; gaps."""
+    targets = [d for d in domains if d != "source"]
+    summary: dict = {"domains": {}, "paired": {}, "gap": {}}
+    for variant in results:
+        summary["domains"][variant] = {}
+        for domain in domains + ["unseen_mean"]:
+            for metric in ("dice", "hd95_mm"):
+                cases = _case_matrix(results, variant, targets if domain == "unseen_mean" else [domain], metric)
+                per_seed = np.nanmean(cases, axis=1)
+                summary["domains"][variant].setdefault(domain, {})[metric] = (
+                    float(np.mean(per_seed)),
+                    float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan"),
+                )
+        dice = summary["domains"][variant]
+        summary["gap"][variant] = dice["source"]["dice"][0] - dice["unseen_mean"]["dice"][0]
+        control = PAIRED_BASELINE.get(variant)
+        if control in results:
+            common = sorted(set(results[variant]) & set(results[control]), key=int)
+            paired = {}
+            for domain in ["unseen_mean"] + domains:
+                selected = targets if domain == "unseen_mean" else [domain]
+                treated = _case_matrix({variant: {s: results[variant][s] for s in common}}, variant, selected)
+                base = _case_matrix({control: {s: results[control][s] for s in common}}, control, selected)
+                paired[domain] = paired_comparison(treated, base)
+            summary["paired"][variant] = {"control": control, **paired}
+    return summary
+
+
+def _plot_dice(summary: dict, domains: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
-    for variant, seeds in results.items():
-        summary[variant] = {}
-        for domain in domains:
-            per_seed = {
-                metric: [_mean_std(seeds[seed][domain][metric])[0] for seed in seeds] for metric in ("dice", "hd95_mm")
-            }
-            summary[variant][domain] = {metric: _mean_std(v) for metric, v in per_seed.items()}
-    lines = [
-        "# Single-source generalisation benchmark (phantom)",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Training budget per run: {json.dumps(budget)}; seeds: {len(next(iter(results.values())))}.",
-        "Dice (higher is better) and HD95 in mm (lower is better), mean +- std over seeds of the per-seed case mean.",
-        "All variants are trained on `source` only; the other columns are unseen domains.",
-        "",
-        "| variant | " + " | ".join(f"{d} Dice" for d in domains) + " | " + " | ".join(f"{d} HD95" for d in domains) + " |",
-        "|---" * (1 + 2 * len(domains)) + "|",
-    ]
-    for variant in results:
-        dice = [f"{summary[variant][d]['dice'][0]:.3f} +- {summary[variant][d]['dice'][1]:.3f}" for d in domains]
-        hd = [f"{summary[variant][d]['hd95_mm'][0]:.1f} +- {summary[variant][d]['hd95_mm'][1]:.1f}" for d in domains]
-        lines.append(f"| {variant} | " + " | ".join(dice + hd) + " |")
-    base = summary.get("baseline")
-    if base is not None:
-        lines += ["", "Dice difference to the baseline (positive: better than the baseline):", ""]
-        lines.append("| variant | " + " | ".join(domains) + " |")
-        lines.append("|---" * (1 + len(domains)) + "|")
-        for variant in results:
-            if variant != "baseline":
-                diffs = [summary[variant][d]["dice"][0] - base[d]["dice"][0] for d in domains]
-                lines.append(f"| {variant} | " + " | ".join(f"{x:+.3f}" for x in diffs) + " |")
-        drops = [base["source"]["dice"][0] - base[d]["dice"][0] for d in domains if d != "source"]
-        targets = [d for d in domains if d != "source"]
-        lines += ["", "Baseline Dice lost from held-out source to each unseen target: " + ", ".join(
-            f"{d}: {x:.3f}" for d, x in zip(targets, drops))]
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    (docs_dir / "generalization.md").write_text("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
-    width = 0.8 / len(results)
-    for index, variant in enumerate(results):
-        means = [summary[variant][d]["dice"][0] for d in domains]
-        stds = [summary[variant][d]["dice"][1] for d in domains]
+    variants = list(summary["domains"])
+    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=100)
+    width = 0.8 / len(variants)
+    for index, variant in enumerate(variants):
+        means = [summary["domains"][variant][d]["dice"][0] for d in domains]
+        stds = [summary["domains"][variant][d]["dice"][1] for d in domains]
         ax.bar(np.arange(len(domains)) + index * width, means, width, yerr=stds, capsize=3, label=variant)
-    ax.set_xticks(np.arange(len(domains)) + width * (len(results) - 1) / 2)
+    ax.set_xticks(np.arange(len(domains)) + width * (len(variants) - 1) / 2)
     ax.set_xticklabels(domains)
     ax.set_ylabel("Dice (mean +- std over seeds)")
     ax.set_ylim(0, 1)
-    ax.set_title("Trained on phantom 'source' only; evaluated on held-out source and unseen target domains")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("Trained on phantom 'source' only; held-out source and unseen target domains")
+    ax.legend(loc="lower left", fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(docs_dir / "generalization.png")
+    fig.savefig(path)
     plt.close(fig)
 
 
+def _plot_curves(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for index, (variant, seeds) in enumerate(results.items()):
+        color = f"C{index}"
+        for seed_index, scores in enumerate(seeds.values()):
+            curve = scores.get("validation_curve", [])
+            if curve:
+                ax.plot(
+                    [e["iteration"] for e in curve],
+                    [e["val_mean_dice"] for e in curve],
+                    color=color,
+                    alpha=0.8,
+                    label=variant if seed_index == 0 else None,
+                )
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("source validation Dice")
+    ax.set_ylim(0, 1)
+    ax.set_title("Convergence: one line per run (seed)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plateau(curve: list[dict], tail: int = 3) -> float:
+    """Change of validation Dice over the last ``tail`` validations (a flat curve: close to 0)."""
+    values = [e["val_mean_dice"] for e in curve]
+    return float(values[-1] - values[-tail]) if len(values) >= tail else float("nan")
+
+
+def write_report(results: dict, domains: list[str], docs_dir: Path, header: list[str]) -> None:
+    """``generalization.md`` with the tables and statistics, and the two figures."""
+    summary = summarise(results, domains)
+    columns = domains + ["unseen_mean"]
+    lines = header + [
+        "",
+        "## Dice and HD95 per domain",
+        "",
+        "Mean +- std over seeds of the per-seed case mean; `unseen_mean` is the mean over the three target domains",
+        "(the primary endpoint); gap = source minus unseen_mean.",
+        "",
+        "| variant | " + " | ".join(f"{d} Dice" for d in columns) + " | gap | " + " | ".join(
+            f"{d} HD95 mm" for d in domains) + " |",
+        "|---" * (2 + len(columns) + len(domains)) + "|",
+    ]
+    for variant, per_domain in summary["domains"].items():
+        dice = [f"{per_domain[d]['dice'][0]:.3f} +- {per_domain[d]['dice'][1]:.3f}" for d in columns]
+        hd = [f"{per_domain[d]['hd95_mm'][0]:.1f}" for d in domains]
+        lines.append(f"| {variant} | " + " | ".join(dice) + f" | {summary['gap'][variant]:.3f} | " + " | ".join(hd) + " |")
+    lines += [
+        "",
+        "## Paired differences (variant minus its paired baseline, same seeds and cases)",
+        "",
+        "Dice points x 100. Mean difference [95 % two-level bootstrap interval over seeds and cases]; p: two-sided",
+        "Wilcoxon signed-rank test over the seed-averaged per-case differences.",
+        "",
+        "| variant | paired with | " + " | ".join(columns[-1:] + domains) + " |",
+        "|---" * (2 + len(domains) + 1) + "|",
+    ]
+    for variant, paired in summary["paired"].items():
+        cells = [
+            f"{100 * paired[d]['mean']:+.1f} [{100 * paired[d]['low']:+.1f}, {100 * paired[d]['high']:+.1f}] "
+            f"p={paired[d]['p_wilcoxon']:.3f}"
+            for d in ["unseen_mean"] + domains
+        ]
+        lines.append(f"| {variant} | {paired['control']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Convergence", "", "![validation curves](generalization_curves.png)", ""]
+    lines += ["Change of source validation Dice over the last three validations of each run (flat: near 0):", ""]
+    lines += ["| variant | " + " | ".join(f"seed {s}" for s in sorted(next(iter(results.values())), key=int)) + " |"]
+    lines += ["|---" * (1 + len(next(iter(results.values())))) + "|"]
+    for variant, seeds in results.items():
+        cells = [f"{_plateau(seeds[s].get('validation_curve', [])):+.3f}" for s in sorted(seeds, key=int)]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += ["", "Training wall time per run (s, median over seeds, runs in parallel as stated above):", ""]
+    for variant, seeds in results.items():
+        lines.append(f"- {variant}: {np.median([seeds[s]['train_seconds'] for s in seeds]):.0f}")
+    lines += ["", "![Dice per domain](generalization.png)", ""]
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    (docs_dir / "generalization.md").write_text("\n".join(lines) + "\n")
+    (docs_dir / "generalization_summary.json").write_text(json.dumps(summary, indent=1))
+    _plot_dice(summary, domains, docs_dir / "generalization.png")
+    _plot_curves(results, docs_dir / "generalization_curves.png")
+
+
 def main(
-    work_dir: str = "runs/generalization",
+    profile: str = "cpu",
     seeds: int = 3,
-    scale: float = 1.0,
-    train_cases: int = 12,
-    test_cases: int = 4,
-    variants: str | list[str] = tuple(VARIANTS),
+    variants: str | list[str] = DEFAULT_VARIANTS,
+    jobs: int = 2,
+    work_dir: str = "runs/generalization",
     docs_dir: str = "docs",
-    num_workers: int = 0,
+    train_cases: int = 12,
+    val_cases: int = 4,
+    test_cases: int = 8,
+    first_seed: int = 0,
 ) -> None:
     """
-    Run the benchmark. ``scale`` multiplies the number of training epochs (and the SSL ramp with it);
-    ``variants`` may select a subset (comma-separated) of baseline, contrastive_only, restoration_only, dualssl.
+    Run the benchmark (see the module docs). ``variants``: comma-separated names of
+    ``scripts.benchmarks.profiles.VARIANTS``; ``jobs``: runs in parallel.
+
+    Raises:
+        KeyError: an unknown profile or variant, before anything runs.
     """
-    work = Path(work_dir).resolve()
     variants = variants.split(",") if isinstance(variants, str) else list(variants)
-    max_epochs = max(1, round(12 * scale))
-    iterations = max_epochs * round(train_cases * 0.9)
-    budget = {
-        "max_epochs": max_epochs,
-        "val_interval": max_epochs + 1,
-        "val_fraction": 0.1,
-        "roi_size": [48, 48, 32],
-        "num_workers": num_workers,
-        "ssl_start_iteration": max(1, iterations // 10),
-        "ssl_rampup_iterations": max(1, iterations // 5),
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise KeyError(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    overrides = profile_overrides(profile)
+    iterations = overrides["max_epochs"] * train_cases
+    # the SSL terms start at a quarter of training and reach full weight over the next fifth
+    overrides.update(ssl_start_iteration=max(1, iterations // 4), ssl_rampup_iterations=max(1, iterations // 5))
+    work = Path(work_dir).resolve()
+    data = {
+        "source_train": ensure_dataset(work / "data" / "source_train", "source", train_cases, TRAIN_SEED),
+        "source_val": ensure_dataset(work / "data" / "source_val", "source", val_cases, VALIDATION_SEED),
     }
-    source_dir = ensure_dataset(work / "data" / "source_train", domain="source", cases=train_cases, seed=0)
-    domains = list(DOMAINS)
-    test_dirs = {
-        d: ensure_dataset(work / "data" / f"{d}_test", domain=d, cases=test_cases, seed=TEST_SEED) for d in domains
-    }
-    results_file = work / f"results_scale{scale:g}.json"
-    results: dict = json.loads(results_file.read_text()) if results_file.exists() else {}
-    evaluators: dict[str, DomainEvaluator] = {}
-    for variant in variants:
-        for seed in range(seeds):
-            if str(seed) in results.get(variant, {}):
-                continue
-            run_dir = work / "runs" / f"scale{scale:g}" / f"{variant}_seed{seed}"
-            seconds = train_run(variant, seed, source_dir, run_dir, budget)
-            for domain in domains:
-                if domain not in evaluators:
-                    evaluators[domain] = DomainEvaluator(test_dirs[domain], budget["roi_size"], num_workers)
-            scores = {d: evaluators[d](run_dir / "models" / "checkpoint_final.pt") for d in domains}
-            scores["train_seconds"] = seconds
-            results.setdefault(variant, {})[str(seed)] = scores
-            results_file.write_text(json.dumps(results, indent=1))
-            print(f"{variant} seed {seed}: {seconds:.0f} s, Dice " + ", ".join(
-                f"{d} {np.nanmean(scores[d]['dice']):.3f}" for d in domains), flush=True)
-    selected = {v: results[v] for v in variants if v in results}
-    command = "python -m scripts.benchmarks.generalization" + (f" --scale {scale:g}" if scale != 1 else "") + (
-        f" --seeds {seeds}" if seeds != 3 else "") + (
-        f" --variants {','.join(variants)}" if set(variants) != set(VARIANTS) else "")
-    write_benchmark_report(selected, domains, Path(docs_dir), command, budget)
+    data.update({f"{d}_test": ensure_dataset(work / "data" / f"{d}_test", d, test_cases, TEST_SEED) for d in DOMAINS})
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    tasks = [(v, s) for s in range(first_seed, first_seed + seeds) for v in variants]  # paired runs finish together
+    results: dict = {v: {} for v in variants}
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {
+            pool.submit(
+                train_and_score, v, s, data, work / "runs" / profile / f"{v}_seed{s}", profile, overrides, threads
+            ): (v, s)
+            for v, s in tasks
+        }
+        for future, (variant, seed) in futures.items():
+            scores = future.result()
+            results[variant][str(seed)] = scores
+            print(f"{variant} seed {seed}: {scores['train_seconds']:.0f} s, Dice " + ", ".join(
+                f"{d} {np.nanmean(scores[d]['dice']):.3f}" for d in DOMAINS), flush=True)
+    wall = time.perf_counter() - start
+    command = f"python -m scripts.benchmarks.generalization --profile {profile} --seeds {seeds} --jobs {jobs}"
+    header = [
+        "# Single-source generalisation benchmark (phantom)",
+        "",
+        f"Command: `{command}` (variants: {', '.join(variants)}); this invocation took {wall / 60:.1f} min "
+        f"({jobs} runs in parallel, {threads} torch thread(s) each; runs scored earlier are reused).",
+        "",
+        f"Profile `{profile}`: {json.dumps(overrides)}. Trained on {train_cases} `source` cases (seed {TRAIN_SEED}), "
+        f"validated on {val_cases} other `source` cases; tested on {test_cases} cases per domain (seed "
+        f"{TEST_SEED}), scored by the evaluate config on the label files. Seeds {first_seed} to "
+        f"{first_seed + seeds - 1}. Variants: {json.dumps({v: VARIANTS[v] for v in variants})}.",
+    ]
+    write_report(results, list(DOMAINS), Path(docs_dir), header)
     print((Path(docs_dir) / "generalization.md").read_text())
 
 

@@ -20,7 +20,6 @@ import nibabel as nib
 import torch
 from monai.bundle import ConfigParser
 from monai.data import list_data_collate
-from monai.transforms import Compose
 
 from scripts.bundle import bundle_parser
 from scripts.phantom import generate_case
@@ -39,11 +38,7 @@ def _batch(parser: ConfigParser, batch_size: int, seed: int) -> dict:
         image, label = Path(tmp) / "image.nii.gz", Path(tmp) / "label.nii.gz"
         nib.save(nib.Nifti1Image(case.image, case.affine), image)
         nib.save(nib.Nifti1Image(case.label, case.affine), label)
-        transforms = Compose(
-            parser.get_parsed_content("train#deterministic_transforms")
-            + parser.get_parsed_content("train#ssl_transforms")
-            + parser.get_parsed_content("train#random_transforms")
-        )
+        transforms = parser.get_parsed_content("train#preprocessing")
         transforms.set_random_state(seed)
         samples = []
         while len(samples) < batch_size:

@@ -16,7 +16,8 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.nn import functional as F
 
 from scripts.engines.corruption import RandUncertaintyCorruption, uncertainty_region
-from scripts.engines.features import capture_features, unwrap
+from scripts.engines.appearance import RandGlobalIntensityNetwork
+from scripts.engines.features import capture_stages, unwrap
 from scripts.engines.optimization import accumulation_schedule, backward_and_step
 from scripts.engines.random_state import LazyDeviceGenerator
 from scripts.engines.sampling import gather_voxels, sample_structure_voxels
@@ -25,13 +26,27 @@ from scripts.networks import DualSSLHeads
 
 __all__ = ["DualSSLTrainer", "loss_terms"]
 
-LOSS_TERMS = ("loss", "loss_segmentation", "loss_contrastive", "loss_restoration", "ssl_weight", "contrastive_skipped")
+LOSS_TERMS = (
+    "loss",
+    "loss_segmentation",
+    "loss_consistency",
+    "loss_contrastive",
+    "loss_restoration",
+    "ssl_weight",
+    "contrastive_skipped",
+)
 
 
 def _foreground(logits: torch.Tensor) -> torch.Tensor:
     """Voxels whose most likely class is not background, (B, 1, *S) bool: argmax(dim=1) > 0 without the argmax,
     which is slow along the channel dimension on CPU (about 100x a max and a comparison)."""
     return logits[:, 1:].amax(dim=1, keepdim=True) > logits[:, :1]
+
+
+def _symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Mean over voxels of ``(KL(p_a || p_b) + KL(p_b || p_a)) / 2`` of two (B, K, *S) logit maps' softmax."""
+    log_a, log_b = F.log_softmax(logits_a.float(), dim=1), F.log_softmax(logits_b.float(), dim=1)
+    return ((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(dim=1).mean() / 2
 
 
 def loss_terms(output: Any) -> dict[str, float]:
@@ -54,9 +69,22 @@ class DualSSLTrainer(SupervisedTrainer):
     - ramp: ``w`` is 0 before ``ssl_start_iteration`` (the SSL terms are then not computed at all) and rises
       linearly to 1 over ``ssl_rampup_iterations``. With both lambdas 0 the iteration is plain supervised training.
 
-    The decoder features are the input of the network's ``segmentation_head`` in the same forward pass
-    (``scripts.engines.features.capture_features``; ``scripts.networks.ResidualUNet`` has one), so the network may
-    be wrapped in ``DistributedDataParallel``. The optimizer step is ``SupervisedTrainer``'s
+    Switches of the recipe (defaults: the recipe above, which the shipped model was trained with):
+
+    - ``appearance_augmentation`` (e.g. ``scripts.engines.RandGlobalIntensityNetwork``): the patch is seen in two
+      random appearances ``v1, v2`` in one forward pass of 2B items; both are segmented, ``lambda_consistency``
+      weighs a symmetric KL divergence between their softmax predictions, the contrastive positives and
+      negatives of both views are contrasted together (so the same pancreas voxel in two appearances is a
+      positive pair), and the restoration task corrupts ``v2``. With both SSL lambdas 0 this is the GIN baseline.
+    - ``segment_corrupted=False``: the network segments the clean patch (whose prediction gives the entropy, so
+      no extra no-grad pass is run) and restores a corrupted copy in a second forward pass that has no
+      segmentation loss.
+    - ``contrastive_stage`` / ``restoration_stage``: the feature stage the projection / restoration head reads
+      (0: the segmentation head's input; k: ``network.feature_stage(k)``, 1 / 2**k resolution).
+
+    The feature maps are taken by hooks during the ordinary forward pass (``scripts.engines.features``;
+    ``scripts.networks.ResidualUNet`` has ``segmentation_head`` and ``feature_stage``), so the network may be
+    wrapped in ``DistributedDataParallel``. The optimizer step is ``SupervisedTrainer``'s
     (``scripts.engines.optimization``).
     Batches hold ``image`` (B, 1, *S), ``label`` (B, 1, *S) and, for the SSL terms, the cached structure maps
     ``skeleton``, ``ring`` and ``band`` (B, 1, *S) from ``scripts.transforms.PancreasStructureMapsd``.
@@ -78,15 +106,22 @@ class DualSSLTrainer(SupervisedTrainer):
         ssl_rampup_iterations: iterations of the linear ramp of the SSL weight.
         skeleton_key, ring_key, band_key: batch keys of the structure maps.
         sampling_seed: seed of the voxel sampler's generator (``None``: drawn from torch's global RNG).
-            ``state_dict`` carries this generator and the corruption's, so a resumed run continues their streams.
+            ``state_dict`` carries this generator, the corruption's and the appearance augmentation's, so a resumed
+            run continues their streams.
+        appearance_augmentation: makes the two appearance views (see above); ``None``: one view, the patch.
+        lambda_consistency: weight of the consistency between the two views' predictions (not ramped).
+        segment_corrupted: segment the corrupted patch (``True``) or the clean one (see above).
+        contrastive_stage, restoration_stage: feature stages of the two heads (see above).
         kwargs: passed on to ``SupervisedTrainer`` (``accumulation_steps`` and ``amp`` work as there).
 
     Raises:
         ValueError: a negative lambda or count, ``hard_negative_ratio`` or ``entropy_top_percent`` out of range,
-            ``ssl_start_iteration`` < 1, ``ssl_rampup_iterations`` < 0, or ``compile=True`` (the iteration runs
+            ``ssl_start_iteration`` < 1, ``ssl_rampup_iterations`` < 0, a negative stage, ``lambda_consistency`` > 0
+            without ``appearance_augmentation``, or ``compile=True`` (the iteration runs
             the network eagerly; use ``torch.compile`` on the network yourself instead).
         TypeError: ``contrastive_loss`` that cannot return its skipped-item count (``return_num_skipped``).
-        AttributeError: a network without ``segmentation_head`` (when an SSL term is on).
+        AttributeError: a network without ``segmentation_head`` (when an SSL term is on), or without
+            ``feature_stage`` when a stage > 0 is asked for.
     """
 
     def __init__(
@@ -109,6 +144,11 @@ class DualSSLTrainer(SupervisedTrainer):
         ring_key: str = "ring",
         band_key: str = "band",
         sampling_seed: int | None = None,
+        appearance_augmentation: RandGlobalIntensityNetwork | None = None,
+        lambda_consistency: float = 0.0,
+        segment_corrupted: bool = True,
+        contrastive_stage: int = 0,
+        restoration_stage: int = 0,
         **kwargs: Any,
     ) -> None:
         if lambda_contrastive < 0 or lambda_restoration < 0:
@@ -127,6 +167,12 @@ class DualSSLTrainer(SupervisedTrainer):
                 f"ssl_start_iteration must be >= 1 and ssl_rampup_iterations >= 0, got {ssl_start_iteration} and "
                 f"{ssl_rampup_iterations}."
             )
+        if lambda_consistency < 0 or (lambda_consistency > 0 and appearance_augmentation is None):
+            raise ValueError(
+                f"lambda_consistency must be non-negative and needs appearance_augmentation, got {lambda_consistency}."
+            )
+        if contrastive_stage < 0 or restoration_stage < 0:
+            raise ValueError(f"stages must be >= 0, got {contrastive_stage} and {restoration_stage}.")
         if kwargs.get("compile", False):
             raise ValueError("DualSSLTrainer does not support compile=True; compile the network before passing it.")
         contrastive_loss = StructureContrastiveLoss() if contrastive_loss is None else contrastive_loss
@@ -136,11 +182,11 @@ class DualSSLTrainer(SupervisedTrainer):
                 "(as scripts.losses.StructureContrastiveLoss does)."
             )
         network = kwargs.get("network", args[3] if len(args) > 3 else None)  # SupervisedTrainer(device, max_epochs, loader, network, ...)
-        if (lambda_contrastive > 0 or lambda_restoration > 0) and network is not None:
-            if not isinstance(getattr(unwrap(network), "segmentation_head", None), torch.nn.Module):
-                raise AttributeError(
-                    f"{type(unwrap(network)).__name__} has no segmentation_head whose input are the decoder features."
-                )
+        stages = [stage for stage, on in ((contrastive_stage, lambda_contrastive), (restoration_stage, lambda_restoration)) if on]
+        if network is not None:
+            for stage in stages:
+                with capture_stages(network, (stage,)):  # raises when the network does not have the stage
+                    pass
         super().__init__(*args, **kwargs)
         self.ssl_heads = ssl_heads
         self.lambda_contrastive = lambda_contrastive
@@ -157,6 +203,11 @@ class DualSSLTrainer(SupervisedTrainer):
         self.ssl_rampup_iterations = ssl_rampup_iterations
         self.skeleton_key, self.ring_key, self.band_key = skeleton_key, ring_key, band_key
         self.sampling_generator = LazyDeviceGenerator(sampling_seed)
+        self.appearance_augmentation = appearance_augmentation
+        self.lambda_consistency = lambda_consistency
+        self.segment_corrupted = segment_corrupted
+        self.contrastive_stage = contrastive_stage
+        self.restoration_stage = restoration_stage
 
     def ssl_weight(self, iteration: int) -> float:
         """Ramp factor ``w`` of the SSL terms at a 1-based iteration."""
@@ -171,18 +222,36 @@ class DualSSLTrainer(SupervisedTrainer):
         state = super().state_dict()
         state["sampling_generator"] = self.sampling_generator.state_dict()
         state["corruption_generator"] = self.corruption.state_dict()
+        if self.appearance_augmentation is not None:
+            state["appearance_generator"] = self.appearance_augmentation.state_dict()
         return state
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         state = dict(state_dict)
         self.sampling_generator.load_state_dict(state.pop("sampling_generator", {}))
         self.corruption.load_state_dict(state.pop("corruption_generator", {}))
+        appearance = state.pop("appearance_generator", {})
+        if self.appearance_augmentation is not None:
+            self.appearance_augmentation.load_state_dict(appearance)
         super().load_state_dict(state)
 
     def _map(self, batchdata: dict, key: str) -> torch.Tensor:
         if key not in batchdata:
             raise KeyError(f"DualSSL needs the cached structure map '{key}' in every batch (PancreasStructureMapsd).")
         return convert_to_tensor(batchdata[key], track_meta=False).to(self.state.device, non_blocking=self.non_blocking)
+
+    def _entropy_region(self, batchdata: dict, image: torch.Tensor, probabilities: torch.Tensor | None) -> torch.Tensor:
+        """The band plus the top-entropy voxels, from ``probabilities`` or else from a no-grad pass on ``image``."""
+        region = self._map(batchdata, self.band_key) > 0
+        if self.entropy_top_percent <= 0:
+            return region
+        if probabilities is None:
+            low_precision = (
+                torch.autocast(image.device.type, dtype=torch.bfloat16) if self.entropy_bfloat16 else nullcontext()
+            )
+            with torch.no_grad(), low_precision:
+                probabilities = F.softmax(self.network(image).float(), dim=1)
+        return uncertainty_region(region, probabilities, self.entropy_top_percent)
 
     def _iteration(self, engine: DualSSLTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         if batchdata is None:
@@ -193,6 +262,7 @@ class DualSSLTrainer(SupervisedTrainer):
         weight = engine.ssl_weight(engine.state.iteration)
         use_contrastive = weight > 0 and engine.lambda_contrastive > 0
         use_restoration = weight > 0 and engine.lambda_restoration > 0
+        num_items = inputs.shape[0]
         zero_grad, step = accumulation_schedule(
             engine.state.iteration, engine.state.epoch_length, engine.accumulation_steps
         )
@@ -201,57 +271,80 @@ class DualSSLTrainer(SupervisedTrainer):
         if zero_grad:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with torch.autocast("cuda", enabled=bool(engine.amp and engine.scaler is not None), **engine.amp_kwargs):
-            network_input = inputs
-            if use_restoration:
-                region = engine._map(batchdata, engine.band_key) > 0
-                if engine.entropy_top_percent > 0:
-                    low_precision = (
-                        torch.autocast(inputs.device.type, dtype=torch.bfloat16)
-                        if engine.entropy_bfloat16
-                        else nullcontext()
-                    )
-                    with torch.no_grad(), low_precision:
-                        probabilities = F.softmax(engine.network(inputs).float(), dim=1)
-                    region = uncertainty_region(region, probabilities, engine.entropy_top_percent)
-                network_input, corrupted = engine.corruption(inputs, region)
-            with capture_features(engine.network) as captured:
+            # the views, batched along dim 0: [patch] or [v1, v2]; the restoration task works on the last one
+            if engine.appearance_augmentation is not None:
+                views = [engine.appearance_augmentation(inputs), engine.appearance_augmentation(inputs)]
+            else:
+                views = [inputs]
+            restoration_target = views[-1]
+            corrupted = None
+            if use_restoration and engine.segment_corrupted:
+                region = engine._entropy_region(batchdata, views[-1], None)
+                views[-1], corrupted = engine.corruption(views[-1], region)
+            network_input = torch.cat(views) if len(views) > 1 else views[0]
+            stages = [engine.contrastive_stage] * use_contrastive
+            stages += [engine.restoration_stage] * (use_restoration and engine.segment_corrupted)
+            with capture_stages(engine.network, stages) as captured:
                 logits = engine.network(network_input)
-            features = captured.features
-            engine.state.output = {Keys.IMAGE: network_input, Keys.LABEL: targets, Keys.PRED: logits}
+            engine.state.output = {Keys.IMAGE: views[0], Keys.LABEL: targets, Keys.PRED: logits[:num_items]}
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            segmentation = engine.loss_function(logits, targets).mean()
+            all_targets = targets.repeat(len(views), *([1] * (targets.ndim - 1)))
+            segmentation = engine.loss_function(logits, all_targets).mean()
+            consistency = logits.new_zeros(())
+            if engine.lambda_consistency > 0:
+                consistency = _symmetric_kl(logits[:num_items], logits[num_items:])
             contrastive = logits.new_zeros(())
             restoration = logits.new_zeros(())
             skipped = logits.new_zeros((), dtype=torch.long)
-            voxel_features = samples = None
+            voxel_features = samples = restoration_features = None
             if use_contrastive:
                 samples = sample_structure_voxels(
                     engine._map(batchdata, engine.skeleton_key),
                     engine._map(batchdata, engine.ring_key),
                     targets,
-                    _foreground(logits.detach()),
+                    _foreground(logits[:num_items].detach()),
                     num_positive=engine.num_positive,
                     num_negative=engine.num_negative,
                     hard_negative_ratio=engine.hard_negative_ratio,
                     generator=engine.sampling_generator.get(logits.device),
                 )
-                voxel_features = gather_voxels(features, samples.indices).float()
+                # every view's features at the same voxels, side by side: (B, views * N, C)
+                stage_features = captured[engine.contrastive_stage].chunk(len(views))
+                voxel_features = torch.cat(
+                    [gather_voxels(f, samples.indices, inputs.shape[2:]) for f in stage_features], dim=1
+                ).float()
+            if use_restoration:
+                if engine.segment_corrupted:
+                    restoration_features = captured[engine.restoration_stage][-num_items:]
+                else:
+                    probabilities = F.softmax(logits[-num_items:].detach().float(), dim=1)
+                    region = engine._entropy_region(batchdata, views[-1], probabilities)
+                    corrupted_copy, corrupted = engine.corruption(views[-1], region)
+                    with capture_stages(engine.network, (engine.restoration_stage,)) as captured_copy:
+                        engine.network(corrupted_copy)
+                    restoration_features = captured_copy[engine.restoration_stage]
             if use_contrastive or use_restoration:
                 # one call of the heads' forward: a DistributedDataParallel wrapper then synchronises their gradients
-                embeddings, restored = engine.ssl_heads(voxel_features, features if use_restoration else None)
+                embeddings, restored = engine.ssl_heads(voxel_features, restoration_features)
             if use_contrastive:
                 contrastive, skipped = engine.contrastive_loss(
-                    embeddings, samples.is_positive, samples.valid, return_num_skipped=True
+                    embeddings,
+                    samples.is_positive.repeat(1, len(views)),
+                    samples.valid.repeat(1, len(views)),
+                    return_num_skipped=True,
                 )
             if use_restoration:
-                restoration = engine.restoration_loss(restored.float(), inputs, corrupted)
-            loss = segmentation + weight * (
-                engine.lambda_contrastive * contrastive + engine.lambda_restoration * restoration
+                restoration = engine.restoration_loss(restored.float(), restoration_target, corrupted)
+            loss = (
+                segmentation
+                + engine.lambda_consistency * consistency
+                + weight * (engine.lambda_contrastive * contrastive + engine.lambda_restoration * restoration)
             )
         engine.state.output.update(
             {
                 Keys.LOSS: loss,
                 "loss_segmentation": segmentation.detach(),
+                "loss_consistency": consistency.detach(),
                 "loss_contrastive": contrastive.detach(),
                 "loss_restoration": restoration.detach(),
                 "ssl_weight": weight,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -113,16 +114,32 @@ def sample_structure_voxels(
     )
 
 
-def gather_voxels(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+def gather_voxels(
+    features: torch.Tensor, indices: torch.Tensor, spatial_shape: Sequence[int] | None = None
+) -> torch.Tensor:
     """
     Pick voxel feature vectors (differentiable with respect to ``features``).
 
     Args:
-        features: shape ``(B, C, *spatial)``.
-        indices: flat spatial indices, shape ``(B, N)``, long.
+        features: shape ``(B, C, *spatial_f)``.
+        indices: flat spatial indices into ``spatial_shape``, shape ``(B, N)``, long.
+        spatial_shape: the grid the indices refer to (default: ``spatial_f``). When it is finer than the
+            features' (a coarser decoder stage), each voxel takes the feature vector of the coarse voxel
+            that covers it: coordinate ``i`` maps to ``i * spatial_f // spatial_shape`` along every axis.
 
     Returns:
         shape ``(B, N, C)``.
+
+    Raises:
+        ValueError: when ``spatial_shape`` does not have the features' number of spatial dimensions.
     """
+    coarse = tuple(features.shape[2:])
+    if spatial_shape is not None and tuple(spatial_shape) != coarse:
+        if len(spatial_shape) != len(coarse):
+            raise ValueError(f"spatial_shape {tuple(spatial_shape)} does not match features {tuple(features.shape)}.")
+        coordinates = torch.unravel_index(indices, tuple(spatial_shape))
+        indices = torch.zeros_like(indices)
+        for coordinate, fine, size in zip(coordinates, spatial_shape, coarse):
+            indices = indices * size + coordinate * size // fine
     flat = features.flatten(2)  # (B, C, V)
     return flat.gather(2, indices[:, None, :].expand(-1, flat.shape[1], -1)).transpose(1, 2)

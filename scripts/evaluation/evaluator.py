@@ -60,13 +60,22 @@ class BundleEvaluator:
 
 
 class DomainEvaluator(BundleEvaluator):
-    """The evaluate config's evaluator on one domain's test set, built once and reused for every run."""
+    """
+    The evaluate config's evaluator on one domain's test set, built once and reused for every run.
 
-    def __init__(self, data_dir: Path, roi_size: list[int], num_workers: int) -> None:
+    Args:
+        data_dir: the test set, an MSD-style folder.
+        overrides: every setting the evaluated runs were trained with that the evaluation depends on (``pixdim``,
+            ``roi_size``, ``network_def#channels``, ...: see ``scripts.benchmarks.profiles.EVALUATION_KEYS``); a
+            network of another shape then fails to load instead of being evaluated on the wrong grid.
+        num_workers: data loader workers.
+    """
+
+    def __init__(self, data_dir: Path, overrides: dict[str, Any] | None = None, num_workers: int = 0) -> None:
         super().__init__(
             {
+                **(overrides or {}),
                 "dataset_dir": str(data_dir),
-                "roi_size": roi_size,
                 "num_workers": num_workers,
                 "validate#dataset#cache_rate": 1.0,
             }

@@ -1,12 +1,14 @@
-"""Ignite handlers of the bundle: atomic and resumable checkpoints, an atomic metrics report."""
+"""Ignite handlers of the bundle: atomic and resumable checkpoints, an atomic metrics report, the validation history."""
 
 from .checkpointing import AtomicCheckpointSaver, ResumableCheckpointer, atomic_torch_save, load_latest_checkpoint
+from .metric_history import MetricHistory
 from .metrics_saver import AtomicMetricsSaver
 from .ranks import is_main_process
 
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicMetricsSaver",
+    "MetricHistory",
     "ResumableCheckpointer",
     "atomic_torch_save",
     "is_main_process",

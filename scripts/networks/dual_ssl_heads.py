@@ -23,10 +23,19 @@ class DualSSLHeads(nn.Module):
         hidden_channels: width of the hidden layer of the projection MLP and of the restoration block.
         image_channels: channels of the image to restore.
         spatial_dims: number of spatial dimensions.
+        restoration_channels: channels of the feature map the restoration head reads (default:
+            ``feature_channels``), e.g. a half-resolution decoder stage, so that restoration does not shape the
+            features the segmentation head reads.
+        restoration_scale: how much coarser that feature map is than the image (a power of two); the restored
+            image is upsampled trilinearly by this factor.
+
+    Raises:
+        ValueError: a non-positive channel count or ``restoration_scale`` < 1.
 
     Shapes:
         ``embed``: sampled voxel features (B, N, feature_channels) -> unit-norm embeddings (B, N, embedding_dim).
-        ``restore``: decoder features (B, feature_channels, *S) -> restored image (B, image_channels, *S).
+        ``restore``: features (B, restoration_channels, *S / restoration_scale) -> restored image
+        (B, image_channels, *S).
         ``forward(voxel_features, features)``: ``(embed(voxel_features), restore(features))``, either input ``None``
         for a head that is not needed (its output is then ``None``). Training calls the heads through ``forward``,
         so that a ``DistributedDataParallel`` wrapper runs its own forward and synchronises their gradients.
@@ -39,23 +48,35 @@ class DualSSLHeads(nn.Module):
         hidden_channels: int = 64,
         image_channels: int = 1,
         spatial_dims: int = 3,
+        restoration_channels: int | None = None,
+        restoration_scale: int = 1,
     ) -> None:
         super().__init__()
+        restoration_channels = feature_channels if restoration_channels is None else restoration_channels
+        if min(feature_channels, embedding_dim, hidden_channels, image_channels, restoration_channels) < 1:
+            raise ValueError("feature, embedding, hidden, image and restoration channels must be positive.")
+        if restoration_scale < 1:
+            raise ValueError(f"restoration_scale must be >= 1, got {restoration_scale}.")
+        self.restoration_scale = int(restoration_scale)
         self.projection = nn.Sequential(
             nn.Linear(feature_channels, hidden_channels),
             nn.ReLU(inplace=True),
             nn.Linear(hidden_channels, embedding_dim),
         )
         self.restoration = nn.Sequential(
-            Convolution(spatial_dims, feature_channels, feature_channels, kernel_size=3, act="relu", norm=None),
-            Convolution(spatial_dims, feature_channels, image_channels, kernel_size=1, conv_only=True),
+            Convolution(spatial_dims, restoration_channels, restoration_channels, kernel_size=3, act="relu", norm=None),
+            Convolution(spatial_dims, restoration_channels, image_channels, kernel_size=1, conv_only=True),
         )
 
     def embed(self, voxel_features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projection(voxel_features), dim=-1)
 
     def restore(self, features: torch.Tensor) -> torch.Tensor:
-        return self.restoration(features)
+        restored = self.restoration(features)
+        if self.restoration_scale == 1:
+            return restored
+        mode = "trilinear" if restored.ndim == 5 else "bilinear"
+        return F.interpolate(restored, scale_factor=self.restoration_scale, mode=mode, align_corners=False)
 
     def forward(
         self, voxel_features: torch.Tensor | None = None, features: torch.Tensor | None = None

@@ -72,6 +72,9 @@ class ResidualUNet(nn.Module):
         ``forward``: (B, in_channels, *S) -> logits (B, out_channels, *S).
         ``forward_features``: (B, in_channels, *S) -> (logits (B, out_channels, *S),
         decoder features (B, channels[0], *S)).
+        ``feature_stage(k)``: the module whose output is the feature map of stage ``k``, (B, channels[k], *S / 2**k):
+        the decoder block at that resolution, or the bottleneck (the last encoder stage) for
+        ``k = len(channels) - 1``. Stage 0 is the input of ``segmentation_head``.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class ResidualUNet(nn.Module):
         if len(channels) < 2:
             raise ValueError(f"channels needs at least two stages, got {channels}.")
         self.feature_channels = int(channels[0])
+        self.channels = tuple(int(c) for c in channels)
         self.encoder = nn.ModuleList()
         previous = in_channels
         for level, width in enumerate(channels):
@@ -112,6 +116,22 @@ class ResidualUNet(nn.Module):
         self.segmentation_head = Convolution(
             spatial_dims, self.feature_channels, out_channels, kernel_size=1, conv_only=True
         )
+
+    def feature_stage(self, stage: int) -> nn.Module:
+        """
+        The module whose output is the feature map of ``stage`` (see Shapes).
+
+        Raises:
+            ValueError: when ``stage`` is not in ``[0, len(channels) - 1]``.
+        """
+        if not 0 <= stage <= len(self.decoder):
+            raise ValueError(f"stage must be in [0, {len(self.decoder)}], got {stage}.")
+        return self.encoder[-1] if stage == len(self.decoder) else self.decoder[len(self.decoder) - 1 - stage]
+
+    def stage_channels(self, stage: int) -> int:
+        """Channels of the feature map of ``stage``; raises ``ValueError`` as ``feature_stage``."""
+        self.feature_stage(stage)
+        return int(self.channels[stage])
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         skips: list[torch.Tensor] = []

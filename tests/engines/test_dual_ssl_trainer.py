@@ -94,6 +94,7 @@ def test_total_is_weighted_sum_of_terms():
     assert set(loss_terms(out)) == {
         "loss",
         "loss_segmentation",
+        "loss_consistency",
         "loss_contrastive",
         "loss_restoration",
         "ssl_weight",

@@ -1,0 +1,43 @@
+"""
+Score one finished benchmark run on every domain's test set, in a process of its own.
+
+    python -m scripts.benchmarks.scores RUN_DIR --profile cpu --test_dirs '{"source": "...", ...}'
+
+Writes ``RUN_DIR/scores.json`` (per domain: per-case Dice and HD95 in mm; the run's validation curve and
+training seconds when given) through a temporary file, so a run either has complete scores or none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fire
+
+from scripts.benchmarks.profiles import profile_overrides
+from scripts.data.writers import atomic_path
+from scripts.evaluation import DomainEvaluator
+
+__all__ = ["score_run"]
+
+
+def score_run(
+    run_dir: str, profile: str, test_dirs: dict[str, str], train_seconds: float = float("nan"), num_workers: int = 0
+) -> dict:
+    """Evaluate ``RUN_DIR/models/checkpoint_final.pt`` on each test set with the profile's evaluation settings."""
+    run = Path(run_dir)
+    overrides = profile_overrides(profile, evaluation=True)
+    scores: dict = {}
+    for domain, data_dir in (json.loads(test_dirs) if isinstance(test_dirs, str) else test_dirs).items():
+        evaluator = DomainEvaluator(Path(data_dir), overrides, num_workers)
+        scores[domain] = evaluator(run / "models" / "checkpoint_final.pt")
+    curve = run / "validation_curve.json"
+    scores["validation_curve"] = json.loads(curve.read_text()) if curve.is_file() else []
+    scores["train_seconds"] = train_seconds
+    with atomic_path(run / "scores.json") as temporary:
+        temporary.write_text(json.dumps(scores, indent=1))
+    return scores
+
+
+if __name__ == "__main__":
+    fire.Fire(score_run)
