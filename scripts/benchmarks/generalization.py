@@ -30,7 +30,7 @@ import numpy as np
 
 from scripts.benchmarks.profiles import PAIRED_BASELINE, VARIANTS, profile_overrides
 from scripts.bundle import BUNDLE_ROOT, config_files
-from scripts.evaluation.statistics import paired_comparison
+from scripts.evaluation.statistics import auroc, paired_comparison
 from scripts.phantom import DOMAINS, ensure_dataset
 
 __all__ = ["main", "summarise"]
@@ -174,6 +174,38 @@ def _plateau(curve: list[dict], tail: int = 3) -> float:
     return float(values[-1] - values[-tail]) if len(values) >= tail else float("nan")
 
 
+def quality_ranking(results: dict, domains: list[str], wrong_below: float = 0.5) -> dict | None:
+    """
+    How well the inference quality estimate ranks the test cases of every run and domain by Dice: Spearman
+    correlation of ``uncertainty`` with Dice, and the AUROC of ``uncertainty`` and of ``flag`` for telling the
+    cases with Dice below ``wrong_below``. ``None`` when the scores hold no quality estimate.
+    """
+    from scipy import stats
+
+    dice, uncertainty, flag = [], [], []
+    for seeds in results.values():
+        for scores in seeds.values():
+            for domain in domains:
+                if "uncertainty" not in scores[domain]:
+                    return None
+                dice += scores[domain]["dice"]
+                uncertainty += scores[domain]["uncertainty"]
+                flag += scores[domain]["flag"]
+    dice, uncertainty, flag = np.array(dice), np.array(uncertainty), np.array(flag, dtype=float)
+    keep = np.isfinite(dice) & np.isfinite(uncertainty)
+    dice, uncertainty, flag = dice[keep], uncertainty[keep], flag[keep]
+    wrong = dice < wrong_below
+    both = 0 < wrong.sum() < len(wrong)
+    return {
+        "cases": int(len(dice)),
+        "wrong_cases": int(wrong.sum()),
+        "spearman_uncertainty_dice": float(stats.spearmanr(uncertainty, dice).statistic),
+        "auroc_uncertainty": auroc(wrong, uncertainty) if both else float("nan"),
+        "auroc_flag": auroc(wrong, flag) if both else float("nan"),
+        "flagged": int(flag.sum()),
+    }
+
+
 def write_report(results: dict, domains: list[str], docs_dir: Path, header: list[str]) -> None:
     """``generalization.md`` with the tables and statistics, and the two figures."""
     summary = summarise(results, domains)
@@ -220,6 +252,18 @@ def write_report(results: dict, domains: list[str], docs_dir: Path, header: list
     lines += ["", "Training wall time per run (s, median over seeds, runs in parallel as stated above):", ""]
     for variant, seeds in results.items():
         lines.append(f"- {variant}: {np.median([seeds[s]['train_seconds'] for s in seeds]):.0f}")
+    ranking = quality_ranking(results, domains)
+    if ranking is not None:
+        lines += [
+            "",
+            "## Quality estimate of inference",
+            "",
+            f"Over all {ranking['cases']} test cases of every run and domain ({ranking['wrong_cases']} with Dice < 0.5, "
+            f"{ranking['flagged']} flagged): Spearman correlation of the uncertainty with Dice "
+            f"{ranking['spearman_uncertainty_dice']:+.2f}; AUROC for Dice < 0.5 of the uncertainty "
+            f"{ranking['auroc_uncertainty']:.2f} and of the flag {ranking['auroc_flag']:.2f}.",
+        ]
+        summary["quality"] = ranking
     lines += ["", "![Dice per domain](generalization.png)", ""]
     docs_dir.mkdir(parents=True, exist_ok=True)
     (docs_dir / "generalization.md").write_text("\n".join(lines) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch.nn import functional as F
 
@@ -16,8 +18,9 @@ class RandGlobalIntensityNetwork:
     the GIN augmentation of Ouyang et al., "Causality-inspired single-source domain generalization for medical
     image segmentation" (IEEE TMI 2022).
 
-    For each batch item a network of ``num_layers`` convolutions (kernel ``kernel_size``, ``hidden_channels``
-    channels between them, weights and biases drawn from N(0, 1), leaky ReLU between layers) maps the image
+    For each batch item a network of ``num_layers`` convolutions (each layer's kernel size drawn from
+    ``kernel_sizes``, ``hidden_channels`` channels between them, weights and biases drawn from N(0, 1), leaky ReLU
+    between layers) maps the image
     ``x`` to ``g(x)``; the output mixes it with the input, ``a * g(x) + (1 - a) * x`` with ``a ~ U(0, 1)``
     per item, rescaled to the Frobenius norm of ``x`` so that the overall intensity level is kept. Shapes,
     organ boundaries and the label are unchanged: only the intensity-to-tissue mapping and texture change.
@@ -28,29 +31,30 @@ class RandGlobalIntensityNetwork:
     Args:
         num_layers: convolutions of the random network (>= 1).
         hidden_channels: channels between the convolutions (>= 1).
-        kernel_size: odd kernel size of every convolution.
+        kernel_sizes: odd kernel sizes a layer draws its kernel from (1: a voxel-wise intensity mapping; 3 adds
+            texture, and blurs fine structures on coarse grids).
         negative_slope: slope of the leaky ReLU between the layers.
         seed: seed of the generator (``None``: drawn from torch's global RNG at the first call).
 
     Raises:
-        ValueError: a non-positive layer or channel count, or an even or non-positive kernel size.
+        ValueError: a non-positive layer or channel count, no kernel size, or an even or non-positive one.
     """
 
     def __init__(
         self,
         num_layers: int = 4,
         hidden_channels: int = 2,
-        kernel_size: int = 3,
-        negative_slope: float = 0.2,
+        kernel_sizes: Sequence[int] = (1, 3),
+        negative_slope: float = 0.01,
         seed: int | None = None,
     ) -> None:
         if num_layers < 1 or hidden_channels < 1:
             raise ValueError(f"num_layers and hidden_channels must be >= 1, got {num_layers} and {hidden_channels}.")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}.")
+        if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
+            raise ValueError(f"kernel_sizes must be positive odd numbers, got {kernel_sizes}.")
         self.num_layers = num_layers
         self.hidden_channels = hidden_channels
-        self.kernel_size = kernel_size
+        self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
         self.negative_slope = negative_slope
         self.generator = LazyDeviceGenerator(seed)
 
@@ -78,14 +82,15 @@ class RandGlobalIntensityNetwork:
         batch, channels = image.shape[:2]
         spatial_dims = image.ndim - 2
         conv = F.conv3d if spatial_dims == 3 else F.conv2d
-        kernel = (self.kernel_size,) * spatial_dims
+        choices = torch.randint(len(self.kernel_sizes), (self.num_layers,), generator=generator, device=image.device)
+        sizes = [self.kernel_sizes[i] for i in choices.tolist()]
         # the batch items become groups of one grouped convolution: one random network per item, one call per layer
         x = image.float().reshape(1, batch * channels, *image.shape[2:])
         widths = [channels] + [self.hidden_channels] * (self.num_layers - 1) + [channels]
-        for layer, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
-            weight = torch.randn((batch * c_out, c_in, *kernel), generator=generator, device=image.device)
+        for layer, (c_in, c_out, size) in enumerate(zip(widths[:-1], widths[1:], sizes)):
+            weight = torch.randn((batch * c_out, c_in) + (size,) * spatial_dims, generator=generator, device=image.device)
             bias = torch.randn((batch * c_out,), generator=generator, device=image.device)
-            x = conv(x, weight, bias, padding=self.kernel_size // 2, groups=batch)
+            x = conv(x, weight, bias, padding=size // 2, groups=batch)
             if layer < self.num_layers - 1:
                 x = F.leaky_relu(x, self.negative_slope)
         x = x.reshape(image.shape).float()

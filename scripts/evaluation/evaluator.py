@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ignite.engine import Engine, Events
 from monai.data import DataLoader
 
 from scripts.bundle import bundle_parser
@@ -80,14 +81,24 @@ class DomainEvaluator(BundleEvaluator):
                 "validate#dataset#cache_rate": 1.0,
             }
         )
+        self.quality: list[dict] = []
+        self.evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._collect_quality)
 
-    def __call__(self, checkpoint: Path) -> dict[str, list[float]]:
+    def _collect_quality(self, engine: Engine) -> None:
+        output = engine.state.output
+        self.quality += [item.get("quality", {}) for item in (output if isinstance(output, list) else [output])]
+
+    def __call__(self, checkpoint: Path) -> dict[str, list]:
+        """Per-case ``dice``, ``hd95_mm`` and the quality estimate of inference (``uncertainty``, ``flag``)."""
         self.load_weights(checkpoint)
+        self.quality = []
         self.evaluator.run()
         details = self.evaluator.state.metric_details
         return {
             "dice": details["val_mean_dice"].flatten().tolist(),
             "hd95_mm": details["val_hd95_mm"].flatten().tolist(),
+            "uncertainty": [q.get("uncertainty", float("nan")) for q in self.quality],
+            "flag": [bool(q.get("flag", False)) for q in self.quality],
         }
 
 

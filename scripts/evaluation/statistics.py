@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-__all__ = ["paired_comparison"]
+__all__ = ["auroc", "paired_comparison"]
 
 
 def paired_comparison(
@@ -55,3 +55,19 @@ def paired_comparison(
         "seeds": int(num_seeds),
         "cases": int(num_cases),
     }
+
+
+def auroc(is_positive: np.ndarray, scores: np.ndarray) -> float:
+    """
+    Area under the ROC curve of ``scores`` for telling ``is_positive`` cases: the probability that a random
+    positive scores higher than a random negative, ties counting one half (the Mann-Whitney U statistic).
+
+    Raises:
+        ValueError: when the arrays differ in length, or either class is empty.
+    """
+    is_positive, scores = np.asarray(is_positive, dtype=bool), np.asarray(scores, dtype=float)
+    if is_positive.shape != scores.shape or is_positive.all() or not is_positive.any():
+        raise ValueError("auroc needs one score per case and both positive and negative cases.")
+    return float(stats.mannwhitneyu(scores[is_positive], scores[~is_positive]).statistic) / (
+        is_positive.sum() * (~is_positive).sum()
+    )

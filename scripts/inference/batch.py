@@ -79,7 +79,18 @@ logger = logging.getLogger(__name__)
 STATUS_OK, STATUS_SKIPPED, STATUS_FAILED = "ok", "skipped-existing", "failed"
 STATUS_INTERRUPTED, STATUS_NOT_RUN = "interrupted", "not-run"
 STATUSES = (STATUS_OK, STATUS_SKIPPED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_NOT_RUN)
-SUMMARY_FIELDS = ("case", "input", "status", "error", "pancreas_volume_ml", "runtime_s", "outputs", "notes")
+SUMMARY_FIELDS = (
+    "case",
+    "input",
+    "status",
+    "error",
+    "pancreas_volume_ml",
+    "uncertainty",
+    "flag",
+    "runtime_s",
+    "outputs",
+    "notes",
+)
 LOCK_NAME = ".inference.lock"
 STAGING_PREFIX = f"{PARTIAL_MARK}-"
 
@@ -88,7 +99,9 @@ STAGING_PREFIX = f"{PARTIAL_MARK}-"
 class CaseRecord:
     """
     One row of the run summary; ``outputs`` are the case's output files that exist after the run, ``notes``
-    what else the user should know (files replaced or removed, no DICOM SEG and why).
+    what else the user should know (files replaced or removed, no DICOM SEG and why). ``uncertainty`` and
+    ``flag`` are the quality estimate (``scripts.transforms.PredictionQualityd``): ``flag`` names why the mask
+    is likely to be wrong, empty when nothing is suspicious.
     """
 
     case: str
@@ -96,6 +109,8 @@ class CaseRecord:
     status: str
     error: str = ""
     pancreas_volume_ml: float | None = None
+    uncertainty: float | None = None
+    flag: str = ""
     runtime_s: float = 0.0
     outputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -349,9 +364,21 @@ class BatchInference:
         return records
 
     def _done_record(self, image: str, status: str) -> CaseRecord:
-        """The summary row of a case whose manifest lists its outputs."""
+        """The summary row of a case whose manifest lists its outputs (and its volume and quality estimate)."""
         outputs = [str(p) for p in self.recorded_outputs(image) or []]
-        return CaseRecord(case_name(image), str(image), status, outputs=outputs)
+        try:
+            manifest = json.loads(self.manifest_path(image).read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        return CaseRecord(
+            case_name(image),
+            str(image),
+            status,
+            pancreas_volume_ml=manifest.get("pancreas_volume_ml"),
+            uncertainty=manifest.get("uncertainty"),
+            flag=manifest.get("flag", ""),
+            outputs=outputs,
+        )
 
     def _remove_stale_staging(self) -> None:
         """Staging folders of runs that died (this run holds the lock, so no other run is using them)."""
@@ -396,7 +423,11 @@ class BatchInference:
                     record.notes.append(f"no DICOM SEG: the series cannot be referenced ({problem})")
                     logger.warning(f"case {record.case}: no DICOM SEG, the series cannot be referenced ({problem})")
             with self._writing_into(staging):
-                self._infer(index)
+                quality = self._infer(index)
+            if quality:
+                record.uncertainty, record.flag = quality["uncertainty"], quality["flag_reasons"]
+                if record.flag:
+                    logger.warning(f"case {record.case}: the mask is likely to be wrong ({record.flag})")
             staged = self.evaluator_outputs(image, staging)
             if skip_seg:
                 staged = [p for p in staged if p.suffix != ".dcm"]
@@ -407,7 +438,7 @@ class BatchInference:
             record.pancreas_volume_ml = round(mask_volume_ml(mask), 3)
             if self.overlay:
                 staged.append(save_overlay(image, mask, self.overlay_path(image, staging), window=self.overlay_window))
-            record.notes += self._commit(image, staged, earlier + leftovers)
+            record.notes += self._commit(image, staged, earlier + leftovers, record)
         except Exception as error:  # one case must not stop the batch: record it and go on
             record.status = STATUS_FAILED
             record.error = describe_error(error)
@@ -424,7 +455,7 @@ class BatchInference:
         record.outputs = [str(p) for p in recorded or [] if p.exists()]
         return record
 
-    def _commit(self, image: str, staged: Sequence[Path], earlier: Sequence[Path]) -> list[str]:
+    def _commit(self, image: str, staged: Sequence[Path], earlier: Sequence[Path], record: CaseRecord) -> list[str]:
         """
         Move the complete staged files into place, remove the earlier files the new run did not produce, then
         write the manifest last; return the notes for the summary.
@@ -442,15 +473,24 @@ class BatchInference:
             "input": str(image),
             "finished": datetime.now(UTC).isoformat(),
             "outputs": [p.name for p in final],
+            "pancreas_volume_ml": record.pancreas_volume_ml,
+            "uncertainty": record.uncertainty,
+            "flag": record.flag,
         }
         with atomic_path(manifest) as partial:
             partial.write_text(json.dumps(content, indent=2) + "\n")
         return [f"removed files of the earlier run that this run does not produce: {[p.name for p in stale]}"] if stale else []
 
-    def _infer(self, index: int) -> None:
-        """One evaluator run on the case ``index`` alone (a fresh one-case loader, epoch length 1)."""
+    def _infer(self, index: int) -> dict | None:
+        """
+        One evaluator run on the case ``index`` alone (a fresh one-case loader, epoch length 1); returns the case's
+        quality estimate (``quality`` of the post-processed output) when the post-processing computes one.
+        """
         try:
             run_single_case(self.evaluator, DataLoader(Subset(self.dataset, [index]), batch_size=1, num_workers=0))
+            output = self.evaluator.state.output
+            first = output[0] if isinstance(output, (list, tuple)) and output else output
+            return first.get("quality") if isinstance(first, dict) else None
         finally:  # the full-resolution outputs are on disk: do not hold them while the overlay is drawn
             self.evaluator.state.batch = self.evaluator.state.output = None
 
@@ -488,6 +528,7 @@ def write_summary(
                 "outputs": ";".join(row["outputs"]),
                 "notes": "; ".join(row["notes"]),
                 "pancreas_volume_ml": "" if row["pancreas_volume_ml"] is None else row["pancreas_volume_ml"],
+                "uncertainty": "" if row["uncertainty"] is None else row["uncertainty"],
             }
         )
     report = {

@@ -5,6 +5,7 @@ from .entropy import PredictiveEntropyd, predictive_entropy
 from .foreground import ForegroundProbabilityd
 from .largest_component import KeepLargestComponentd, largest_component
 from .original_label import OriginalLabeld
+from .quality import PredictionQualityd, prediction_quality
 from .resample_to_input import ResampleToInputd, resample_to_grid
 from .save_case import SaveCaseImaged
 from .structure_maps import PancreasStructureMapsd
@@ -15,10 +16,12 @@ __all__ = [
     "KeepLargestComponentd",
     "OriginalLabeld",
     "PancreasStructureMapsd",
+    "PredictionQualityd",
     "PredictiveEntropyd",
     "ResampleToInputd",
     "SaveCaseImaged",
     "largest_component",
+    "prediction_quality",
     "predictive_entropy",
     "resample_to_grid",
 ]

@@ -23,10 +23,25 @@ def test_evaluate_runs_the_inferer_and_post_processing_of_inference():
         reference.roi_size, reference.sw_batch_size, reference.overlap, reference.mode
     )
     names = lambda parser, key: [type(t).__name__ for t in parser.get_parsed_content(key).transforms]  # noqa: E731
-    shared = ["Activationsd", "ForegroundProbabilityd", "ResampleToInputd", "AsDiscreted", "KeepLargestComponentd"]
-    assert names(evaluate, "validate#postprocessing")[:5] == shared
+    shared = [
+        "Activationsd",
+        "ForegroundProbabilityd",
+        "PredictionQualityd",
+        "ResampleToInputd",
+        "AsDiscreted",
+        "KeepLargestComponentd",
+    ]
+    assert names(evaluate, "validate#postprocessing")[: len(shared)] == shared
     assert [n for n in names(inference, "postprocessing") if n in shared] == shared
-    for key in ("keep_largest_component", "sw_batch_size", "sw_overlap", "resample_slab_voxels"):
+    for key in (
+        "keep_largest_component",
+        "sw_batch_size",
+        "sw_overlap",
+        "resample_slab_voxels",
+        "quality_boundary_voxels",
+        "quality_volume_range_ml",
+        "quality_max_uncertainty",
+    ):
         assert evaluate[key] == inference[key], key
 
 

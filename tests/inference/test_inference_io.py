@@ -347,6 +347,11 @@ def test_outputs_keep_the_input_geometry_with_valid_maps(tmp_path, threshold_mod
     assert rows["ct"]["status"] == "ok" and rows["ct"]["error"] == ""
     voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
     assert float(rows["ct"]["pancreas_volume_ml"]) == pytest.approx(expected.sum() * voxel_ml, abs=1e-3)
+    # the quality estimate: a number in [0, 1], and a flag naming why (this tiny blob is far below an adult pancreas)
+    assert 0.0 <= float(rows["ct"]["uncertainty"]) <= 1.0
+    assert "outside [20, 200] mL" in rows["ct"]["flag"]
+    manifest = json.loads((out / "ct_seg_manifest.json").read_text())
+    assert manifest["uncertainty"] == float(rows["ct"]["uncertainty"]) and manifest["flag"] == rows["ct"]["flag"]
     assert rows["ct"]["outputs"].split(";") == [
         str(out / f"ct_{s}") for s in ("seg.nii.gz", "prob.nii.gz", "entropy.nii.gz", "seg_overlay.png")
     ]

@@ -321,3 +321,15 @@ def test_a_broken_msd_dataset_json_is_named_with_its_line(tmp_path, monkeypatch)
         main()
     assert str(info.value.code).startswith(f"error: {root / 'dataset.json'}: not valid JSON: Expecting value at line 2")
     assert not output.exists()
+
+
+def test_a_separate_validation_datalist_trains_on_every_case_of_the_datalist(tmp_path):
+    train_root = write_msd(tmp_path / "train", names=[f"pancreas_{i:03d}" for i in range(3)])
+    val_root = write_msd(tmp_path / "val", names=["pancreas_050", "pancreas_051"])
+    parser = bundle_parser(["train.yaml"])
+    parser["datalist_file"] = str(train_root / "dataset.json")
+    parser["val_datalist_file"] = str(val_root / "dataset.json")
+    train, val = parser.get_parsed_content("data_split")
+    assert sorted(Path(d["image"]).name for d in train) == [f"pancreas_{i:03d}.nii.gz" for i in range(3)]
+    assert sorted(Path(d["image"]).name for d in val) == ["pancreas_050.nii.gz", "pancreas_051.nii.gz"]
+    assert all(Path(d["label"]).is_file() for d in val)
