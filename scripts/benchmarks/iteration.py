@@ -74,11 +74,11 @@ def _peak_mib(trainer, batch: dict) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def main(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0, **overrides) -> None:
+def measure_iterations(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0, **overrides) -> dict:
     """
-    Print the median seconds per iteration (and CUDA peak MiB) of baseline and DualSSL, and their ratios.
+    Median seconds per iteration (and CUDA peak MiB) of baseline and DualSSL, interleaved, and their ratios.
 
-    Extra flags override config keys of both trainers, e.g. ``--entropy_top_percent 0 --roi_size [96,96,64]``.
+    Extra keywords override config keys of both trainers, e.g. ``entropy_top_percent=0``.
     """
     common = {
         "train#trainer#train_data_loader": [],
@@ -108,9 +108,21 @@ def main(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0, *
         "baseline_peak_mib": base_peak,
         "dualssl_peak_mib": dual_peak,
         "memory_ratio": dual_peak / base_peak if base_peak == base_peak else float("nan"),
+        "patch_batch": list(data["image"].shape),
     }
-    roi = tuple(data["image"].shape[2:])
-    print(f"patch batch {tuple(data['image'].shape[:2])} x {roi}, {iterations} timed iterations after {warmup} warm-up")
+    return result
+
+
+def main(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0, **overrides) -> None:
+    """
+    Print the median seconds per iteration (and CUDA peak MiB) of baseline and DualSSL, and their ratios.
+
+    Extra flags override config keys of both trainers, e.g. ``--entropy_top_percent 0 --roi_size [96,96,64]``.
+    """
+    result = measure_iterations(iterations, warmup, batch, seed, **overrides)
+    shape = result.pop("patch_batch")
+    roi = tuple(shape[2:])
+    print(f"patch batch {tuple(shape[:2])} x {roi}, {iterations} timed iterations after {warmup} warm-up")
     for key, value in result.items():
         print(f"{key:>26}: {value:.4f}")
 

@@ -15,6 +15,9 @@ VARIANTS: dict[str, list[str]] = {
     "dualssl": [],
     "dualssl_bigaug": ["bigaug.yaml", "dualssl_stages.yaml"],
     "dualssl_gin": ["gin.yaml", "dualssl_stages.yaml"],
+    "dualssl_clean": ["segment_clean.yaml"],
+    "dualssl_bigaug_decoder": ["bigaug.yaml"],
+    "dualssl_clean_bigaug": ["bigaug.yaml", "segment_clean.yaml", "dualssl_stages.yaml"],
     "contrastive_only": ["contrastive_only.yaml"],
     "restoration_only": ["restoration_only.yaml"],
 }
@@ -26,6 +29,9 @@ PAIRED_BASELINE: dict[str, str] = {
     "dualssl": "baseline",
     "dualssl_bigaug": "baseline_bigaug",
     "dualssl_gin": "baseline_gin",
+    "dualssl_clean": "baseline",
+    "dualssl_bigaug_decoder": "baseline_bigaug",
+    "dualssl_clean_bigaug": "baseline_bigaug",
     "contrastive_only": "baseline",
     "restoration_only": "baseline",
 }
@@ -52,17 +58,13 @@ PROFILES: dict[str, dict] = {
         "val_interval": 10,
         "num_workers": 4,
     },
-    # the CPU profile on a 3 mm grid, to confirm its conclusion at a finer grid (one seed)
-    "cpu_3mm": {
-        "pixdim": [3.0, 3.0, 3.0],
-        "roi_size": [64, 48, 48],
-        "network_def#channels": [8, 16, 32, 64, 128],
-        "corruption_block_size": 5,
-        "corruption_shuffle_radius": 1,
-        "max_epochs": 55,
-        "val_interval": 5,
-        "num_workers": 0,
-    },
+}
+# the CPU profile on a 3 mm grid, to confirm its conclusion at a finer grid (one seed)
+PROFILES["cpu_3mm"] = {
+    **PROFILES["cpu"],
+    "pixdim": [3.0, 3.0, 3.0],
+    "roi_size": [64, 48, 48],
+    "corruption_block_size": 5,
 }
 
 # keys of a profile that change the evaluation (preprocessing grid, network shape, inferer window)

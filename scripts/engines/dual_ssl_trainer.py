@@ -15,9 +15,9 @@ from monai.utils import convert_to_tensor
 from monai.utils.enums import CommonKeys as Keys
 from torch.nn import functional as F
 
-from scripts.engines.corruption import RandUncertaintyCorruption, uncertainty_region
 from scripts.engines.appearance import RandGlobalIntensityNetwork
-from scripts.engines.features import capture_stages, unwrap
+from scripts.engines.corruption import RandUncertaintyCorruption, uncertainty_region
+from scripts.engines.features import capture_stages
 from scripts.engines.optimization import accumulation_schedule, backward_and_step
 from scripts.engines.random_state import LazyDeviceGenerator
 from scripts.engines.sampling import gather_voxels, sample_structure_voxels

@@ -47,10 +47,11 @@ import nibabel as nib
 import numpy as np
 from ignite.engine import Events
 from monai.config import PathLike
-from monai.data import DataLoader, Dataset
+from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import Evaluator
 from monai.handlers import CheckpointLoader
 from monai.transforms import Compose
+from monai.utils import CommonKeys
 from torch.utils.data import Subset
 
 from scripts.data.dicom_seg import SaveDicomSegd
@@ -423,7 +424,7 @@ class BatchInference:
                     record.notes.append(f"no DICOM SEG: the series cannot be referenced ({problem})")
                     logger.warning(f"case {record.case}: no DICOM SEG, the series cannot be referenced ({problem})")
             with self._writing_into(staging):
-                quality = self._infer(index)
+                quality, volume = self._infer(index)
             if quality:
                 record.uncertainty, record.flag = quality["uncertainty"], quality["flag_reasons"]
                 if record.flag:
@@ -435,7 +436,7 @@ class BatchInference:
             if missing:
                 raise RuntimeError(f"the evaluator did not write {missing}")
             mask = self.mask_path(image, staging)
-            record.pancreas_volume_ml = round(mask_volume_ml(mask), 3)
+            record.pancreas_volume_ml = round(mask_volume_ml(mask) if volume is None else volume, 3)
             if self.overlay:
                 staged.append(save_overlay(image, mask, self.overlay_path(image, staging), window=self.overlay_window))
             record.notes += self._commit(image, staged, earlier + leftovers, record)
@@ -481,16 +482,24 @@ class BatchInference:
             partial.write_text(json.dumps(content, indent=2) + "\n")
         return [f"removed files of the earlier run that this run does not produce: {[p.name for p in stale]}"] if stale else []
 
-    def _infer(self, index: int) -> dict | None:
+    def _infer(self, index: int) -> tuple[dict | None, float | None]:
         """
         One evaluator run on the case ``index`` alone (a fresh one-case loader, epoch length 1); returns the case's
-        quality estimate (``quality`` of the post-processed output) when the post-processing computes one.
+        quality estimate (``quality`` of the post-processed output, when the post-processing computes one) and the
+        mask's volume in mL from the written mask still in memory (``None`` when the output has no mask).
         """
         try:
             run_single_case(self.evaluator, DataLoader(Subset(self.dataset, [index]), batch_size=1, num_workers=0))
             output = self.evaluator.state.output
             first = output[0] if isinstance(output, (list, tuple)) and output else output
-            return first.get("quality") if isinstance(first, dict) else None
+            if not isinstance(first, dict):
+                return None, None
+            mask = first.get(CommonKeys.PRED)
+            volume = None
+            if isinstance(mask, MetaTensor) and mask.shape[0] == 1:
+                voxel_ml = abs(float(np.linalg.det(mask.affine.double().numpy()[:3, :3]))) / 1000.0
+                volume = float((mask > 0).sum()) * voxel_ml
+            return first.get("quality"), volume
         finally:  # the full-resolution outputs are on disk: do not hold them while the overlay is drawn
             self.evaluator.state.batch = self.evaluator.state.output = None
 

@@ -1,6 +1,7 @@
-"""Networks of the bundle: the segmentation network (``network_def``) and the training-only DualSSL heads."""
+"""Networks of the bundle: the segmentation network (``network_def``) the training-only DualSSL heads, the ONNX Runtime backend of inference."""
 
 from .dual_ssl_heads import DualSSLHeads
+from .onnx_backend import BACKENDS, OnnxRuntimeNetwork, inference_backend
 from .residual_unet import ResidualUNet
 
-__all__ = ["DualSSLHeads", "ResidualUNet"]
+__all__ = ["BACKENDS", "DualSSLHeads", "OnnxRuntimeNetwork", "ResidualUNet", "inference_backend"]

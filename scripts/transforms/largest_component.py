@@ -25,6 +25,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     of 2 GB.
     """
     foreground = mask > 0
+    box = _bounding_box(foreground)
+    if box is None:
+        return foreground
+    if any(b.stop - b.start < n for b, n in zip(box, foreground.shape)):
+        # labelled inside the foreground's bounding box only (the same components, met in the same C order)
+        kept = np.zeros_like(foreground)
+        kept[box] = largest_component(foreground[box])
+        return kept
     labels, count = ndimage.label(foreground, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim),
                                   output=np.int32)
     if count <= 1:
@@ -36,6 +44,17 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         sizes += np.bincount(flat[start : start + 2**24], minlength=count + 1)
     sizes[0] = 0
     return labels == int(np.argmax(sizes))
+
+
+def _bounding_box(foreground: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel, as slices; None when there is none."""
+    box = []
+    for axis in range(foreground.ndim):
+        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(foreground.ndim) if a != axis)))
+        if present.size == 0:
+            return None
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
 
 
 class KeepLargestComponentd(MapTransform):

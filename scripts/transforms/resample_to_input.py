@@ -30,6 +30,7 @@ def resample_to_grid(
     target_shape: tuple[int, int, int],
     slab_voxels: int = 2**22,
     padding_mode: str = "border",
+    only_above: float | None = None,
 ) -> torch.Tensor:
     """
     Trilinear samples of ``source`` at the voxel centres of the target grid, computed slab by slab.
@@ -43,6 +44,11 @@ def resample_to_grid(
             is ``12 * slab_voxels`` bytes.
         padding_mode: value outside the source grid (``grid_sample``): ``border`` (the nearest source voxel, as
             MONAI's ``Spacingd`` and its inverse) or ``zeros``.
+        only_above: when given, only the values ``>= only_above`` are needed (e.g. the mask ``p >= 0.5``): target
+            voxels whose 8 source neighbours are all below it are set to 0 without being sampled. A trilinear value
+            is a convex combination of its 8 neighbours, so it reaches ``only_above`` only next to a source voxel
+            that does: ``result >= only_above`` is exactly that of the full resampling, in a fraction of the time
+            when the foreground is small (the pancreas in a CT).
 
     Returns:
         ``(C, S0, S1, S2)`` float32 on ``source``'s device.
@@ -56,6 +62,8 @@ def resample_to_grid(
         voxel_map = np.linalg.solve(np.asarray(source_affine, np.float64), np.asarray(target_affine, np.float64))
     except np.linalg.LinAlgError as error:
         raise ValueError(f"source affine is not invertible: {source_affine}") from error
+    if only_above is not None:
+        return _resample_near_foreground(source, voxel_map, target_shape, slab_voxels, padding_mode, only_above)
     sizes = np.array(source.shape[1:], dtype=np.float64)
     # grid_sample with align_corners=True: index u of a size-n axis is at 2u/(n-1) - 1 (the centre for n = 1)
     scale = np.where(sizes > 1, 2.0 / np.maximum(sizes - 1, 1), 0.0)
@@ -79,6 +87,39 @@ def resample_to_grid(
     return out
 
 
+def _resample_near_foreground(
+    source: torch.Tensor,
+    voxel_map: np.ndarray,
+    target_shape: tuple[int, int, int],
+    slab_voxels: int,
+    padding_mode: str,
+    only_above: float,
+) -> torch.Tensor:
+    """``resample_to_grid`` restricted to the target box around the source voxels ``>= only_above``, zeros elsewhere."""
+    out = torch.zeros((source.shape[0], *(int(s) for s in target_shape)), dtype=torch.float32, device=source.device)
+    above = (source >= only_above).any(dim=0)
+    if not bool(above.any()):
+        return out
+    index = torch.nonzero(above)
+    low, high = index.min(dim=0).values.cpu().numpy() - 1, index.max(dim=0).values.cpu().numpy() + 1
+    if (low < 0).any() or (high > np.asarray(above.shape) - 1).any():
+        # foreground at the source border: with border padding it extends to every target voxel beyond it
+        return resample_to_grid(source, np.eye(4), voxel_map, target_shape, slab_voxels, padding_mode)
+    # the source box's corners in target voxel coordinates; a target voxel is influenced by source voxels within 1
+    corners = np.array([[x, y, z, 1.0] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
+    target = np.linalg.solve(voxel_map, corners.T).T[:, :3]
+    start = np.clip(np.floor(target.min(axis=0)).astype(int) - 1, 0, np.asarray(target_shape))
+    stop = np.clip(np.ceil(target.max(axis=0)).astype(int) + 2, 0, np.asarray(target_shape))
+    if (stop <= start).any():
+        return out
+    shift = np.eye(4)
+    shift[:3, 3] = start
+    box = tuple(int(b - a) for a, b in zip(start, stop))
+    region = resample_to_grid(source, np.eye(4), voxel_map @ shift, box, slab_voxels, padding_mode)
+    out[:, start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = region
+    return out
+
+
 class ResampleToInputd(MapTransform):
     """
     Resample ``data[key]`` (on the preprocessed grid of ``data[image_key]``) onto the grid the image was read on.
@@ -97,6 +138,9 @@ class ResampleToInputd(MapTransform):
         keys: the predictions to resample, channel-first on the preprocessed grid.
         image_key: the preprocessed image whose metadata holds the original grid.
         slab_voxels: output voxels per slab (see ``resample_to_grid``).
+        only_above: when only ``value >= only_above`` is used downstream (the mask of ``AsDiscreted(threshold=0.5)``),
+            resample only near the source voxels that reach it and leave 0 elsewhere (see ``resample_to_grid``): the
+            same mask in a fraction of the time. ``None``: every value (probability and entropy maps need them).
 
     Raises:
         ValueError: when the image is no ``MetaTensor`` with ``original_affine`` and ``spatial_shape``, or a
@@ -104,13 +148,19 @@ class ResampleToInputd(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection, image_key: str = "image", slab_voxels: int = 2**22, allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        image_key: str = "image",
+        slab_voxels: int = 2**22,
+        only_above: float | None = None,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if slab_voxels < 1:
             raise ValueError(f"slab_voxels must be positive, got {slab_voxels}")
         self.image_key = image_key
         self.slab_voxels = slab_voxels
+        self.only_above = only_above
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -136,7 +186,9 @@ class ResampleToInputd(MapTransform):
             plain = prediction.as_tensor() if isinstance(prediction, MetaTensor) else torch.as_tensor(prediction)
             if margins is not None:
                 plain = F.pad(plain, [m for axis in reversed(range(3)) for m in margins[2 * axis : 2 * axis + 2]])
-            values = resample_to_grid(plain, source_affine, target_affine, target_shape, self.slab_voxels)
+            values = resample_to_grid(
+                plain, source_affine, target_affine, target_shape, self.slab_voxels, only_above=self.only_above
+            )
             out_meta = {
                 "filename_or_obj": meta.get("filename_or_obj"),
                 "original_affine": target_affine,

@@ -60,3 +60,39 @@ def test_the_largest_component_is_monais_in_uint8():
     np.testing.assert_array_equal(out["pred"][0].numpy() > 0, expected)
     np.testing.assert_allclose(out["pred"].affine.numpy(), np.eye(4) * 2)
     assert not largest_component(np.zeros((3, 3, 3), np.uint8)).any()
+
+
+@pytest.mark.parametrize("affine", AFFINES.values(), ids=AFFINES.keys())
+@pytest.mark.parametrize("where", ["inside", "at the border", "nowhere"])
+def test_resampling_only_above_the_threshold_gives_the_same_mask(affine, where):
+    """A trilinear value reaches 0.5 only next to a source voxel that does: the mask is that of full resampling."""
+    from scripts.transforms import resample_to_grid
+
+    generator = torch.Generator().manual_seed(3)
+    source = 0.45 * torch.rand((1, 30, 28, 20), generator=generator)
+    if where == "inside":
+        source[0, 10:17, 8:13, 6:12] = torch.rand((7, 5, 6), generator=generator)
+    elif where == "at the border":  # on every face: border padding carries it beyond the source grid
+        for axis in range(1, 4):
+            source.narrow(axis, 0, 1).fill_(0.9)
+            source.narrow(axis, source.shape[axis] - 1, 1).fill_(0.9)
+    shape = (70, 66, 18)
+    source_affine = np.diag([2.0, 2.0, 2.0, 1.0])  # centred on the target's field of view
+    source_affine[:3, 3] = (affine @ [*(np.array(shape) / 2), 1.0])[:3] - np.array(source.shape[1:]) / 2 * 2.0
+    full = resample_to_grid(source, source_affine, affine, shape)
+    fast = resample_to_grid(source, source_affine, affine, shape, only_above=0.5)
+    assert torch.equal(fast >= 0.5, full >= 0.5)
+    if where == "nowhere":
+        assert not fast.any()
+    else:
+        assert (full >= 0.5).any()
+        kept = fast != 0
+        torch.testing.assert_close(fast[kept], full[kept])  # the values it computes are the full resampling's
+
+
+def test_the_largest_component_in_a_corner_of_a_large_volume():
+    mask = np.zeros((200, 180, 90), np.uint8)
+    mask[150:160, 170:180, 80:90] = 1  # touches the far corner
+    mask[10:12, 10:12, 10:12] = 1
+    kept = largest_component(mask)
+    assert kept.shape == mask.shape and kept.sum() == 1000 and kept[150:160, 170:180, 80:90].all()
