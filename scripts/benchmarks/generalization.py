@@ -29,6 +29,7 @@ import fire
 import numpy as np
 
 from scripts.benchmarks.profiles import PAIRED_BASELINE, VARIANTS, profile_overrides
+from scripts.benchmarks.scores import evaluation_version
 from scripts.bundle import BUNDLE_ROOT, config_files
 from scripts.evaluation.statistics import auroc, paired_comparison
 from scripts.phantom import DOMAINS, ensure_dataset
@@ -54,7 +55,15 @@ def train_and_score(
 ) -> dict:
     """Train one variant with one seed through ``monai.bundle run``, then score it; returns its scores."""
     scores_file = run_dir / "scores.json"
+    tests = {d: str(data[f"{d}_test"]) for d in DOMAINS}
+    score_args = [sys.executable, "-m", "scripts.benchmarks.scores", str(run_dir), "--profile", profile]
+    score_args += ["--test_dirs", json.dumps(tests)]
     if scores_file.is_file():
+        earlier = json.loads(scores_file.read_text())
+        if earlier.get("evaluation_version") == evaluation_version():
+            return earlier
+        # trained, but scored by another version's evaluation: scored again, the training time kept
+        _run(score_args + ["--train_seconds", str(earlier["train_seconds"])], run_dir / "scores.log", threads)
         return json.loads(scores_file.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -73,10 +82,7 @@ def train_and_score(
     for key, value in settings.items():
         args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
     seconds = _run(args, run_dir / "train.log", threads)
-    tests = {d: str(data[f"{d}_test"]) for d in DOMAINS}
-    score_args = [sys.executable, "-m", "scripts.benchmarks.scores", str(run_dir), "--profile", profile]
-    score_args += ["--test_dirs", json.dumps(tests), "--train_seconds", f"{seconds:.1f}"]
-    _run(score_args, run_dir / "scores.log", threads)
+    _run(score_args + ["--train_seconds", f"{seconds:.1f}"], run_dir / "scores.log", threads)
     return json.loads(scores_file.read_text())
 
 
@@ -238,7 +244,7 @@ def write_report(results: dict, domains: list[str], docs_dir: Path, header: list
     for variant, paired in summary["paired"].items():
         cells = [
             f"{100 * paired[d]['mean']:+.1f} [{100 * paired[d]['low']:+.1f}, {100 * paired[d]['high']:+.1f}] "
-            f"p={paired[d]['p_wilcoxon']:.3f}"
+            + (f"p={paired[d]['p_wilcoxon']:.3f}" if paired[d]["p_wilcoxon"] >= 0.001 else "p<0.001")
             for d in ["unseen_mean"] + domains
         ]
         lines.append(f"| {variant} | {paired['control']} | " + " | ".join(cells) + " |")

@@ -90,6 +90,7 @@ def bundle(output_dir: Path) -> dict:
     network = parser.get_parsed_content("network")
     state = torch.load(parser.get_parsed_content("checkpoint"), map_location="cpu", weights_only=True)
     network.load_state_dict(state)
+    network = parser.get_parsed_content("inference_network")  # what the sliding window calls (ONNX Runtime on CPU)
     stage_of = {
         "ResampleToInputd": "invert",
         "SaveCaseImaged": "write",
@@ -102,7 +103,9 @@ def bundle(output_dir: Path) -> dict:
         from scripts.data.naming import case_name
 
         name = case_name(data["input"])
-        save_overlay(data["input"], output_dir / f"{name}_{postfix}.nii.gz", output_dir / f"{name}_{postfix}_overlay.png")
+        mask = data["pred"]
+        arrays = {"image": data["input_image"][0].numpy(), "mask": mask[0].numpy(), "affine": mask.affine.double().numpy()}
+        save_overlay(data["input"], "unused", output_dir / f"{name}_{postfix}_overlay.png", **arrays)
         return data
 
     if parser.get_parsed_content("save_overlay"):

@@ -3,8 +3,9 @@ Score one finished benchmark run on every domain's test set, in a process of its
 
     python -m scripts.benchmarks.scores RUN_DIR --profile cpu --test_dirs '{"source": "...", ...}'
 
-Writes ``RUN_DIR/scores.json`` (per domain: per-case Dice and HD95 in mm; the run's validation curve and
-training seconds when given) through a temporary file, so a run either has complete scores or none.
+Writes ``RUN_DIR/scores.json`` (per domain: per-case Dice, HD95 in mm and the quality estimate; the run's
+validation curve, training seconds when given and the bundle version of the evaluation) through a temporary
+file, so a run either has complete scores or none.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ from pathlib import Path
 import fire
 
 from scripts.benchmarks.profiles import profile_overrides
+from scripts.bundle import BUNDLE_ROOT
 from scripts.data.writers import atomic_path
 from scripts.evaluation import DomainEvaluator
 
-__all__ = ["score_run"]
+__all__ = ["evaluation_version", "score_run"]
+
+
+def evaluation_version() -> str:
+    """The bundle version whose evaluation scored a run: scores of another version are redone."""
+    return json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())["version"]
 
 
 def score_run(
@@ -34,6 +41,7 @@ def score_run(
     curve = run / "validation_curve.json"
     scores["validation_curve"] = json.loads(curve.read_text()) if curve.is_file() else []
     scores["train_seconds"] = train_seconds
+    scores["evaluation_version"] = evaluation_version()
     with atomic_path(run / "scores.json") as temporary:
         temporary.write_text(json.dumps(scores, indent=1))
     return scores

@@ -424,7 +424,7 @@ class BatchInference:
                     record.notes.append(f"no DICOM SEG: the series cannot be referenced ({problem})")
                     logger.warning(f"case {record.case}: no DICOM SEG, the series cannot be referenced ({problem})")
             with self._writing_into(staging):
-                quality, volume = self._infer(index)
+                quality, volume, arrays = self._infer(index)
             if quality:
                 record.uncertainty, record.flag = quality["uncertainty"], quality["flag_reasons"]
                 if record.flag:
@@ -438,7 +438,9 @@ class BatchInference:
             mask = self.mask_path(image, staging)
             record.pancreas_volume_ml = round(mask_volume_ml(mask) if volume is None else volume, 3)
             if self.overlay:
-                staged.append(save_overlay(image, mask, self.overlay_path(image, staging), window=self.overlay_window))
+                overlay = self.overlay_path(image, staging)
+                staged.append(save_overlay(image, mask, overlay, window=self.overlay_window, **arrays))
+                arrays = {}
             record.notes += self._commit(image, staged, earlier + leftovers, record)
         except Exception as error:  # one case must not stop the batch: record it and go on
             record.status = STATUS_FAILED
@@ -482,25 +484,29 @@ class BatchInference:
             partial.write_text(json.dumps(content, indent=2) + "\n")
         return [f"removed files of the earlier run that this run does not produce: {[p.name for p in stale]}"] if stale else []
 
-    def _infer(self, index: int) -> tuple[dict | None, float | None]:
+    def _infer(self, index: int) -> tuple[dict | None, float | None, dict]:
         """
-        One evaluator run on the case ``index`` alone (a fresh one-case loader, epoch length 1); returns the case's
-        quality estimate (``quality`` of the post-processed output, when the post-processing computes one) and the
-        mask's volume in mL from the written mask still in memory (``None`` when the output has no mask).
+        One evaluator run on the case ``index`` alone (a fresh one-case loader, epoch length 1). Returns the case's
+        quality estimate (``quality`` of the post-processed output, when the post-processing computes one), the
+        mask's volume in mL from the written mask still in memory (``None`` when the output has no mask), and the
+        arrays the overlay needs when they are in memory (``input_image`` of ``KeepInputCopyd`` and the mask).
         """
         try:
             run_single_case(self.evaluator, DataLoader(Subset(self.dataset, [index]), batch_size=1, num_workers=0))
             output = self.evaluator.state.output
             first = output[0] if isinstance(output, (list, tuple)) and output else output
             if not isinstance(first, dict):
-                return None, None
+                return None, None, {}
             mask = first.get(CommonKeys.PRED)
-            volume = None
+            volume, arrays = None, {}
             if isinstance(mask, MetaTensor) and mask.shape[0] == 1:
-                voxel_ml = abs(float(np.linalg.det(mask.affine.double().numpy()[:3, :3]))) / 1000.0
-                volume = float((mask > 0).sum()) * voxel_ml
-            return first.get("quality"), volume
-        finally:  # the full-resolution outputs are on disk: do not hold them while the overlay is drawn
+                affine = mask.affine.double().numpy()
+                volume = float((mask > 0).sum()) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+                source = first.get("input_image")
+                if source is not None and tuple(source.shape) == tuple(mask.shape):
+                    arrays = {"image": np.asarray(source[0]), "mask": mask[0].numpy(), "affine": affine}
+            return first.get("quality"), volume, arrays
+        finally:  # the full-resolution outputs are on disk: release what the overlay does not need
             self.evaluator.state.batch = self.evaluator.state.output = None
 
 

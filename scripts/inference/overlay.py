@@ -61,27 +61,38 @@ def _source(image_file: str | Path, shape: tuple[int, ...]) -> Any:
     return load_input(path)[0].numpy()
 
 
-def overlay_views(image_file: str | Path, mask_file: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+def overlay_views(
+    image_file: str | Path,
+    mask_file: str | Path,
+    image: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     """
     The axial and coronal views of the overlay: ``{name: (ct plane, mask plane, aspect)}``, planes in RAS order
     (first axis R->L reversed as ``nib.as_closest_canonical`` gives it), through the mask's centre of mass.
 
-    Only the two planes of the CT are read (NIfTI slices through nibabel's proxy, DICOM one file at a time), so
-    the overlay of a 512 x 512 x 600 CT costs a few slices of memory, not the volume.
+    Without ``image``, only the two planes of the CT are read (NIfTI slices through nibabel's proxy, DICOM one
+    file at a time), so the overlay of a 512 x 512 x 600 CT costs a few slices of memory, not the volume. With
+    ``image`` (the CT as read, ``(X, Y, Z)`` on the mask's grid) and ``mask`` with its ``affine``, nothing is read.
 
     Raises:
-        ValueError: when the mask does not have the image's shape and affine.
+        ValueError: when the mask does not have the image's shape and affine, or ``mask`` comes without ``affine``.
     """
-    mask = nib.load(str(mask_file))
-    affine = mask.affine
-    source = _source(image_file, tuple(mask.shape))
+    if mask is None:
+        loaded = nib.load(str(mask_file))
+        affine, mask = loaded.affine, np.asarray(loaded.dataobj)
+    elif affine is None:
+        raise ValueError("a mask array needs its affine")
+    affine = np.asarray(affine, dtype=np.float64)
+    source = _source(image_file, tuple(mask.shape)) if image is None else image
     if tuple(source.shape[:3]) != tuple(mask.shape):
         raise ValueError(f"{mask_file} has shape {tuple(mask.shape)}, its image {image_file} has {tuple(source.shape)}")
-    if not Path(image_file).is_dir() and Path(image_file).name.lower().endswith((".nii", ".nii.gz")):
+    if image is None and not Path(image_file).is_dir() and Path(image_file).name.lower().endswith((".nii", ".nii.gz")):
         image_affine = nib.load(str(image_file)).affine
         if not np.allclose(image_affine, affine, atol=1e-3):
             raise ValueError(f"{mask_file} has affine {affine.tolist()}, its image {image_file} has {image_affine.tolist()}")
-    seg = np.asarray(mask.dataobj) > 0
+    seg = np.asarray(mask) > 0
     ornt = io_orientation(affine)  # original axis i -> (RAS axis, flip)
     axis_of = {int(ras): i for i, (ras, _) in enumerate(ornt)}
     flipped = {int(ras): flip < 0 for ras, flip in ornt}
@@ -115,6 +126,9 @@ def save_overlay(
     mask_file: str | Path,
     png_file: str | Path,
     window: Sequence[float] = (-100.0, 240.0),
+    image: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
 ) -> Path:
     """
     Save a PNG with an axial and a coronal slice through the mask's centre of mass, mask contour in red.
@@ -123,9 +137,10 @@ def save_overlay(
     a NIfTI mask in its geometry. Both volumes are shown in RAS order (``overlay_views``) with their physical
     aspect ratio in radiological convention (patient's right on the left of the picture, anterior or superior
     up, marked R and L); the CT is displayed at ``window`` (HU). An empty mask gives slices through the volume
-    centre. The PNG is written atomically.
+    centre. The PNG is written atomically. ``image``, ``mask`` and ``affine``: the arrays already in memory
+    (see ``overlay_views``), so that nothing is read again.
     """
-    views = overlay_views(image_file, mask_file)
+    views = overlay_views(image_file, mask_file, image, mask, affine)
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), dpi=100)
     for ax, (title, (ct_slice, seg_slice, aspect)) in zip(axes, views.items()):
         # rows of the displayed array are the second array axis (A or S), drawn upwards

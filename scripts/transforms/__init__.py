@@ -3,6 +3,7 @@
 from .check_image import CheckImaged
 from .entropy import PredictiveEntropyd, predictive_entropy
 from .foreground import ForegroundProbabilityd
+from .input_copy import KeepInputCopyd, compact_copy
 from .largest_component import KeepLargestComponentd, largest_component
 from .original_label import OriginalLabeld
 from .quality import PredictionQualityd, prediction_quality
@@ -13,6 +14,7 @@ from .structure_maps import PancreasStructureMapsd
 __all__ = [
     "CheckImaged",
     "ForegroundProbabilityd",
+    "KeepInputCopyd",
     "KeepLargestComponentd",
     "OriginalLabeld",
     "PancreasStructureMapsd",
@@ -20,6 +22,7 @@ __all__ = [
     "PredictiveEntropyd",
     "ResampleToInputd",
     "SaveCaseImaged",
+    "compact_copy",
     "largest_component",
     "prediction_quality",
     "predictive_entropy",

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
+from scipy import ndimage
 
 __all__ = ["ResampleToInputd", "resample_to_grid"]
 
@@ -95,28 +96,36 @@ def _resample_near_foreground(
     padding_mode: str,
     only_above: float,
 ) -> torch.Tensor:
-    """``resample_to_grid`` restricted to the target box around the source voxels ``>= only_above``, zeros elsewhere."""
+    """
+    ``resample_to_grid`` restricted to target boxes around the source voxels ``>= only_above``, zeros elsewhere:
+    one box per connected group of such voxels (dilated by one voxel), so scattered false positives far apart do
+    not make one box of the whole volume; a group at the edge of the source grid reaches the target's edge.
+    """
     out = torch.zeros((source.shape[0], *(int(s) for s in target_shape)), dtype=torch.float32, device=source.device)
-    above = (source >= only_above).any(dim=0)
-    if not bool(above.any()):
+    above = (source >= only_above).any(dim=0).cpu().numpy()
+    if not above.any():
         return out
-    index = torch.nonzero(above)
-    low, high = index.min(dim=0).values.cpu().numpy() - 1, index.max(dim=0).values.cpu().numpy() + 1
-    if (low < 0).any() or (high > np.asarray(above.shape) - 1).any():
-        # foreground at the source border: with border padding it extends to every target voxel beyond it
-        return resample_to_grid(source, np.eye(4), voxel_map, target_shape, slab_voxels, padding_mode)
-    # the source box's corners in target voxel coordinates; a target voxel is influenced by source voxels within 1
-    corners = np.array([[x, y, z, 1.0] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
-    target = np.linalg.solve(voxel_map, corners.T).T[:, :3]
-    start = np.clip(np.floor(target.min(axis=0)).astype(int) - 1, 0, np.asarray(target_shape))
-    stop = np.clip(np.ceil(target.max(axis=0)).astype(int) + 2, 0, np.asarray(target_shape))
-    if (stop <= start).any():
-        return out
-    shift = np.eye(4)
-    shift[:3, 3] = start
-    box = tuple(int(b - a) for a, b in zip(start, stop))
-    region = resample_to_grid(source, np.eye(4), voxel_map @ shift, box, slab_voxels, padding_mode)
-    out[:, start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = region
+    # a target voxel's 8 neighbours lie within one source voxel of it: dilate by one and group what touches
+    near = ndimage.binary_dilation(above, structure=np.ones((3, 3, 3), bool))
+    labels, _ = ndimage.label(near, structure=np.ones((3, 3, 3), bool))
+    limit = np.asarray(target_shape)
+    # beyond the source grid, border padding repeats the edge voxels: a group at the edge reaches every target
+    # voxel past it, so its box is extended far out on that side before it is mapped and clipped to the target
+    far = 4.0 * float(max(limit.max(), max(above.shape))) * float(np.abs(voxel_map[:3, :3]).max() + 1)
+    for box in ndimage.find_objects(labels):
+        low = np.array([-far if b.start == 0 else b.start for b in box], dtype=np.float64)
+        high = np.array([far if b.stop == n else b.stop - 1 for b, n in zip(box, above.shape)], dtype=np.float64)
+        corners = np.array([[x, y, z, 1.0] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
+        target = np.linalg.solve(voxel_map, corners.T).T[:, :3]
+        start = np.clip(np.floor(target.min(axis=0)).astype(int) - 1, 0, limit)
+        stop = np.clip(np.ceil(target.max(axis=0)).astype(int) + 2, 0, limit)
+        if (stop <= start).any():
+            continue
+        shift = np.eye(4)
+        shift[:3, 3] = start
+        size = tuple(int(b - a) for a, b in zip(start, stop))
+        region = resample_to_grid(source, np.eye(4), voxel_map @ shift, size, slab_voxels, padding_mode)
+        out[:, start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = region
     return out
 
 

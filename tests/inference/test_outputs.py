@@ -104,3 +104,36 @@ def test_inference_imports_highdicom_only_when_it_writes_a_seg():
     code = "import sys, scripts.inference.batch, scripts.data.dicom_seg; print('highdicom' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("kind", ["nifti", "dicom"])
+def test_overlay_from_the_copy_kept_in_memory_equals_the_one_read_from_files(tmp_path, kind):
+    """Inference keeps the CT as read (KeepInputCopyd, int16 when exact) and draws the overlay without reading it."""
+    import torch
+
+    from scripts.bundle import bundle_parser
+    from scripts.inference.overlay import overlay_views
+    from tests.bundle_cli import REAL_CT
+
+    if kind == "dicom":
+        image = REAL_CT / "totalseg_b_dicom"
+        if not image.is_dir():
+            pytest.skip(f"{image} is absent")
+    else:
+        rng = np.random.default_rng(1)
+        image = tmp_path / "ct.nii.gz"
+        affine = np.array([[-0.8, 0, 0, 100], [0, -0.8, 0, 80], [0, 0, 3.0, -40], [0, 0, 0, 1]])
+        nib.save(nib.Nifti1Image(rng.integers(-1000, 1000, size=(40, 36, 20)).astype(np.int16), affine), str(image))
+    preprocessing = bundle_parser(["inference.yaml"]).get_parsed_content("preprocessing")
+    data = preprocessing({"image": str(image)})
+    kept = data["input_image"]
+    assert kept.dtype == torch.int16 and not hasattr(kept, "meta")
+    affine = np.asarray(data["image"].meta["original_affine"], dtype=np.float64)
+    mask = np.zeros(kept.shape[1:], np.uint8)
+    mask[tuple(slice(n // 3, n // 2) for n in mask.shape)] = 1
+    nib.save(nib.Nifti1Image(mask, affine), str(tmp_path / "m.nii.gz"))
+    from_files = overlay_views(image, tmp_path / "m.nii.gz")
+    in_memory = overlay_views(image, "unused", image=kept[0].numpy(), mask=mask, affine=affine)
+    for name in ("axial", "coronal"):
+        np.testing.assert_array_equal(in_memory[name][0], from_files[name][0], err_msg=name)
+        np.testing.assert_array_equal(in_memory[name][1], from_files[name][1], err_msg=name)

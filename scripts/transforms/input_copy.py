@@ -1,0 +1,54 @@
+"""``KeepInputCopyd``: the image as it was read, kept beside the preprocessed one (for the inference overlay)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+__all__ = ["KeepInputCopyd", "compact_copy"]
+
+
+def compact_copy(image: torch.Tensor) -> torch.Tensor:
+    """
+    A plain-tensor copy of ``image`` in int16 when that is exact (CT in Hounsfield units: integers in
+    [-32768, 32767]), else float32: half the memory of the float32 volume the readers give, for the usual CT.
+    """
+    plain = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+    if not plain.is_floating_point():
+        return plain.to(torch.int16) if plain.dtype in (torch.uint8, torch.int8, torch.int16) else plain.clone()
+    low, high = float(plain.min()), float(plain.max())
+    if -32768 <= low and high <= 32767 and torch.equal(plain, torch.round(plain)):
+        return plain.to(torch.int16)
+    return plain.to(torch.float32, copy=True)
+
+
+class KeepInputCopyd(MapTransform):
+    """
+    ``data[output_key] = compact_copy(data[key])``: put right after the reader (and ``EnsureChannelFirstd``) so
+    that the copy is on the input grid, in the reader's axis order, as a later consumer (the overlay of
+    ``scripts.inference.batch.BatchInference``) needs it; it is not read from disk again.
+
+    Args:
+        keys: one image key.
+        output_key: where the copy goes.
+
+    Raises:
+        ValueError: more than one key.
+    """
+
+    def __init__(self, keys: KeysCollection, output_key: str = "input_image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"{type(self).__name__} takes one key, got {self.keys}")
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key] = compact_copy(d[key])
+        return d
