@@ -3,6 +3,7 @@ Time one DualSSL training iteration against a plain supervised one on the same p
 
     python -m scripts.benchmarks.iteration --iterations 10 --batch 2
     python -m scripts.benchmarks.iteration --entropy_top_percent 0   # any config key can be overridden
+    python -m scripts.benchmarks.iteration --recipe segment_clean.yaml   # config files over train.yaml for DualSSL
 
 Both trainers are built from ``configs/train.yaml`` (the baseline with ``configs/baseline.yaml`` on top), share
 the network initialisation and run on the same batch of phantom patches with structure maps. The script
@@ -74,12 +75,21 @@ def _peak_mib(trainer, batch: dict) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def measure_iterations(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0, **overrides) -> dict:
+def measure_iterations(
+    iterations: int = 10,
+    warmup: int = 2,
+    batch: int = 2,
+    seed: int = 0,
+    recipe: str | tuple[str, ...] = (),
+    **overrides,
+) -> dict:
     """
     Median seconds per iteration (and CUDA peak MiB) of baseline and DualSSL, interleaved, and their ratios.
 
-    Extra keywords override config keys of both trainers, e.g. ``entropy_top_percent=0``.
+    ``recipe``: config files over configs/train.yaml for the DualSSL trainer (comma-separated), e.g.
+    ``segment_clean.yaml``; extra keywords override config keys of both trainers, e.g. ``entropy_top_percent=0``.
     """
+    recipe = tuple(recipe.split(",")) if isinstance(recipe, str) else tuple(recipe)
     common = {
         "train#trainer#train_data_loader": [],
         "train#trainer#train_handlers": [],
@@ -88,7 +98,7 @@ def measure_iterations(iterations: int = 10, warmup: int = 2, batch: int = 2, se
         "train#trainer#decollate": False,
         **overrides,
     }
-    dual = _parser(**common)
+    dual = _parser(*recipe, **common)
     base = _parser("baseline.yaml", **common)
     data = _batch(dual, batch, seed)
     state = dual.get_parsed_content("network").state_dict()
@@ -113,13 +123,13 @@ def measure_iterations(iterations: int = 10, warmup: int = 2, batch: int = 2, se
     return result
 
 
-def main(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0, **overrides) -> None:
+def main(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0, recipe: str = "", **overrides) -> None:
     """
     Print the median seconds per iteration (and CUDA peak MiB) of baseline and DualSSL, and their ratios.
 
     Extra flags override config keys of both trainers, e.g. ``--entropy_top_percent 0 --roi_size [96,96,64]``.
     """
-    result = measure_iterations(iterations, warmup, batch, seed, **overrides)
+    result = measure_iterations(iterations, warmup, batch, seed, tuple(filter(None, recipe.split(","))), **overrides)
     shape = result.pop("patch_batch")
     roi = tuple(shape[2:])
     print(f"patch batch {tuple(shape[:2])} x {roi}, {iterations} timed iterations after {warmup} warm-up")

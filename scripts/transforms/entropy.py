@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
-from typing import Any
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+
+from scripts.transforms.derived_item import DerivedItemd
 
 __all__ = ["PredictiveEntropyd", "predictive_entropy"]
 
@@ -41,7 +40,7 @@ def predictive_entropy(probabilities: torch.Tensor, dim: int = 1, normalize: boo
     return (entropy / math.log(num_classes)).clamp(0.0, 1.0) if normalize else entropy
 
 
-class PredictiveEntropyd(MapTransform):
+class PredictiveEntropyd(DerivedItemd):
     """
     Dictionary wrapper of ``predictive_entropy`` in nats over the channel dimension of one channel-first item:
     ``data[output_key] = predictive_entropy(data[key], dim=0, normalize=False)``, ``(C, *spatial) -> (1, *spatial)``.
@@ -51,13 +50,7 @@ class PredictiveEntropyd(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, output_key: str = "entropy", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if len(self.keys) != 1:
-            raise ValueError(f"{type(self).__name__} takes one key, got {self.keys}")
-        self.output_key = output_key
+        super().__init__(keys, output_key, allow_missing_keys)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[self.output_key] = predictive_entropy(d[key], dim=0, normalize=False)
-        return d
+    def derive(self, value: torch.Tensor) -> torch.Tensor:
+        return predictive_entropy(value, dim=0, normalize=False)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-from typing import Any
-
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform
+
+from scripts.transforms.derived_item import DerivedItemd
 
 __all__ = ["KeepInputCopyd", "compact_copy"]
 
@@ -27,7 +25,7 @@ def compact_copy(image: torch.Tensor) -> torch.Tensor:
     return plain.to(torch.float32, copy=True)
 
 
-class KeepInputCopyd(MapTransform):
+class KeepInputCopyd(DerivedItemd):
     """
     ``data[output_key] = compact_copy(data[key])``: put right after the reader (and ``EnsureChannelFirstd``) so
     that the copy is on the input grid, in the reader's axis order, as a later consumer (the overlay of
@@ -42,13 +40,7 @@ class KeepInputCopyd(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, output_key: str = "input_image", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if len(self.keys) != 1:
-            raise ValueError(f"{type(self).__name__} takes one key, got {self.keys}")
-        self.output_key = output_key
+        super().__init__(keys, output_key, allow_missing_keys)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[self.output_key] = compact_copy(d[key])
-        return d
+    def derive(self, value: torch.Tensor) -> torch.Tensor:
+        return compact_copy(value)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform
 from torch.nn import functional as F
 
+from scripts.transforms.derived_item import DerivedItemd
 from scripts.transforms.entropy import predictive_entropy
 
 __all__ = ["PredictionQualityd", "prediction_quality"]
@@ -67,7 +67,7 @@ def prediction_quality(
             "flag_reasons": "; ".join(reasons)}
 
 
-class PredictionQualityd(MapTransform):
+class PredictionQualityd(DerivedItemd):
     """
     Dictionary wrapper of ``prediction_quality``: ``data[output_key]`` gets the estimate of ``data[key]``.
 
@@ -94,28 +94,19 @@ class PredictionQualityd(MapTransform):
         max_uncertainty: float = 0.35,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if len(self.keys) != 1:
-            raise ValueError(f"{type(self).__name__} takes one key, got {self.keys}")
+        super().__init__(keys, output_key, allow_missing_keys)
         if boundary_voxels < 0:
             raise ValueError(f"boundary_voxels must be >= 0, got {boundary_voxels}.")
         if len(volume_range_ml) != 2 or not 0 <= volume_range_ml[0] <= volume_range_ml[1]:
             raise ValueError(f"volume_range_ml must be (low, high) with 0 <= low <= high, got {volume_range_ml}.")
         if not 0.0 <= max_uncertainty <= 1.0:
             raise ValueError(f"max_uncertainty must be in [0, 1], got {max_uncertainty}.")
-        self.output_key = output_key
         self.boundary_voxels = boundary_voxels
         self.volume_range_ml = tuple(float(v) for v in volume_range_ml)
         self.max_uncertainty = max_uncertainty
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            probability = d[key]
-            affine = probability.affine if isinstance(probability, MetaTensor) else torch.eye(4)
-            spatial = probability.ndim - 1
-            voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:spatial, :spatial]))) / 1000.0
-            d[self.output_key] = prediction_quality(
-                probability, voxel_ml, self.boundary_voxels, self.volume_range_ml, self.max_uncertainty
-            )
-        return d
+    def derive(self, probability: torch.Tensor) -> dict[str, Any]:
+        affine = probability.affine if isinstance(probability, MetaTensor) else torch.eye(4)
+        spatial = probability.ndim - 1
+        voxel_ml = abs(float(np.linalg.det(np.asarray(affine, dtype=float)[:spatial, :spatial]))) / 1000.0
+        return prediction_quality(probability, voxel_ml, self.boundary_voxels, self.volume_range_ml, self.max_uncertainty)
