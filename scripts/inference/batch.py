@@ -493,16 +493,18 @@ class BatchInference:
         """
         try:
             run_single_case(self.evaluator, DataLoader(Subset(self.dataset, [index]), batch_size=1, num_workers=0))
-            output = self.evaluator.state.output
+            output, batch = self.evaluator.state.output, self.evaluator.state.batch
             first = output[0] if isinstance(output, (list, tuple)) and output else output
             if not isinstance(first, dict):
                 return None, None, {}
+            # after post-processing, the batch keeps the input's items (the kept copy of the CT among them)
+            inputs = batch[0] if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], dict) else {}
             mask = first.get(CommonKeys.PRED)
             volume, arrays = None, {}
             if isinstance(mask, MetaTensor) and mask.shape[0] == 1:
                 affine = mask.affine.double().numpy()
                 volume = float((mask > 0).sum()) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-                source = first.get("input_image")
+                source = first.get("input_image", inputs.get("input_image"))
                 if source is not None and tuple(source.shape) == tuple(mask.shape):
                     arrays = {"image": np.asarray(source[0]), "mask": mask[0].numpy(), "affine": affine}
             return first.get("quality"), volume, arrays

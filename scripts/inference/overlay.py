@@ -98,7 +98,11 @@ def overlay_views(
     flipped = {int(ras): flip < 0 for ras, flip in ornt}
     sizes = {ras: seg.shape[axis_of[ras]] for ras in range(3)}
     if seg.any():
-        mean = np.argwhere(seg).mean(0)
+        # centre of mass from one projection per axis (np.argwhere would list every mask voxel)
+        mean = [
+            float(np.average(np.arange(n), weights=seg.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.int64)))
+            for axis, n in enumerate(seg.shape)
+        ]
         centre = {ras: int(round(sizes[ras] - 1 - mean[axis_of[ras]] if flipped[ras] else mean[axis_of[ras]])) for ras in range(3)}
     else:
         centre = {ras: sizes[ras] // 2 for ras in range(3)}

@@ -20,9 +20,15 @@ def compact_copy(image: torch.Tensor) -> torch.Tensor:
     if not plain.is_floating_point():
         return plain.to(torch.int16) if plain.dtype in (torch.uint8, torch.int8, torch.int16) else plain.clone()
     low, high = float(plain.min()), float(plain.max())
-    if -32768 <= low and high <= 32767 and torch.equal(plain, torch.round(plain)):
+    if -32768 <= low and high <= 32767 and _integral(plain):
         return plain.to(torch.int16)
     return plain.to(torch.float32, copy=True)
+
+
+def _integral(values: torch.Tensor, chunk: int = 2**24) -> bool:
+    """Whether every value is an integer, checked in chunks (no temporary of the volume's size)."""
+    flat = values.reshape(-1)
+    return all(torch.equal(part, torch.round(part)) for part in flat.split(chunk))
 
 
 class KeepInputCopyd(DerivedItemd):

@@ -22,7 +22,7 @@ def prediction_quality(
     voxel_volume_ml: float,
     boundary_voxels: int = 2,
     volume_range_ml: Sequence[float] = (20.0, 200.0),
-    max_uncertainty: float = 0.35,
+    max_uncertainty: float = 0.28,
 ) -> dict[str, Any]:
     """
     Quality estimate of the mask ``probability > 0.5`` from the foreground probability map of one case.
@@ -91,7 +91,7 @@ class PredictionQualityd(DerivedItemd):
         output_key: str = "quality",
         boundary_voxels: int = 2,
         volume_range_ml: Sequence[float] = (20.0, 200.0),
-        max_uncertainty: float = 0.35,
+        max_uncertainty: float = 0.28,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, output_key, allow_missing_keys)

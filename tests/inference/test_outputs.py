@@ -137,3 +137,18 @@ def test_overlay_from_the_copy_kept_in_memory_equals_the_one_read_from_files(tmp
     for name in ("axial", "coronal"):
         np.testing.assert_array_equal(in_memory[name][0], from_files[name][0], err_msg=name)
         np.testing.assert_array_equal(in_memory[name][1], from_files[name][1], err_msg=name)
+
+
+def test_batch_inference_draws_the_overlay_without_reading_the_ct_again(tmp_path, monkeypatch):
+    import scripts.inference.overlay as overlay
+    from scripts.bundle import bundle_parser
+
+    ct = np.full((60, 50, 30), -900, np.int16)
+    ct[15:45, 12:40, 5:25] = 40
+    image = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(ct, np.diag([1.5, 1.5, 2.5, 1.0])), str(image))
+    monkeypatch.setattr(overlay, "_source", lambda *args: pytest.fail("the CT was read again for the overlay"))
+    parser = bundle_parser(["inference.yaml"], {"dataset_dir": str(image), "output_dir": str(tmp_path / "out")})
+    (record,) = parser.get_parsed_content("batch_inference").run()
+    assert record.status == "ok", record.error
+    assert (tmp_path / "out" / "ct_seg_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
