@@ -230,10 +230,11 @@ def test_a_case_that_fails_inside_the_engine_is_reported_and_the_next_one_still_
     def fail(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    evaluator.network.forward = fail
+    called = evaluator.evaluator.network  # what the sliding window calls (ONNX Runtime on CPU, else the network)
+    called.forward = fail
     with pytest.raises(CaseError, match=r"evaluating .*source_001.nii.gz failed: RuntimeError: out of memory"):
         evaluator(item)
-    del evaluator.network.forward  # the failure is over: the same engine must evaluate, not silently skip
+    del called.forward  # the failure is over: the same engine must evaluate, not silently skip
     values = evaluator(item)
     expected = next(row for row in cases if row["case"] == "source_001")
     assert values["val_mean_dice"] == pytest.approx(float(expected["dice"]))
