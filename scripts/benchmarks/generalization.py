@@ -121,6 +121,19 @@ def summarise(results: dict, domains: list[str]) -> dict:
     return summary
 
 
+def _finish(fig, ax, path: Path, ylabel: str, title: str, legend_loc: str) -> None:
+    """Dice axis from 0 to 1, title, two-column legend; save the figure to ``path`` and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc=legend_loc, fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _plot_dice(summary: dict, domains: list[str], path: Path) -> None:
     import matplotlib
 
@@ -140,13 +153,8 @@ def _plot_dice(summary: dict, domains: list[str], path: Path) -> None:
         )
     ax.set_xticks(np.arange(len(domains)) + width * (len(variants) - 1) / 2)
     ax.set_xticklabels(domains)
-    ax.set_ylabel("Dice (mean +- std over seeds)")
-    ax.set_ylim(0, 1)
-    ax.set_title("Trained on phantom 'source' only; held-out source and unseen target domains")
-    ax.legend(loc="lower left", fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    title = "Trained on phantom 'source' only; held-out source and unseen target domains"
+    _finish(fig, ax, path, "Dice (mean +- std over seeds)", title, "lower left")
 
 
 def _plot_curves(results: dict, path: Path) -> None:
@@ -172,13 +180,8 @@ def _plot_curves(results: dict, path: Path) -> None:
                     label=variant if seed_index == 0 else None,
                 )
     ax.set_xlabel("iteration")
-    ax.set_ylabel("source validation Dice")
-    ax.set_ylim(0, 1)
-    ax.set_title("Convergence: one line per run (seed); dashed: baselines")
-    ax.legend(loc="lower right", fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    title = "Convergence: one line per run (seed); dashed: baselines"
+    _finish(fig, ax, path, "source validation Dice", title, "lower right")
 
 
 def _plateau(curve: list[dict], tail: int = 3) -> float:
@@ -187,7 +190,9 @@ def _plateau(curve: list[dict], tail: int = 3) -> float:
     return float(values[-1] - values[-tail]) if len(values) >= tail else float("nan")
 
 
-def quality_ranking(results: dict, domains: list[str], wrong_below: float = 0.5, percentile: float = 95.0) -> dict | None:
+def quality_ranking(
+    results: dict, domains: list[str], wrong_below: float = 0.5, percentile: float = 95.0
+) -> dict | None:
     """
     How well the inference quality estimate tells the unseen-domain test cases that went wrong: Spearman
     correlation of ``uncertainty`` with Dice, the AUROC of ``uncertainty`` for Dice below ``wrong_below``, and
@@ -247,7 +252,8 @@ def write_report(results: dict, domains: list[str], docs_dir: Path, header: list
     for variant, per_domain in summary["domains"].items():
         dice = [f"{per_domain[d]['dice'][0]:.3f} +- {per_domain[d]['dice'][1]:.3f}" for d in columns]
         hd = [f"{per_domain[d]['hd95_mm'][0]:.1f}" for d in domains]
-        lines.append(f"| {variant} | " + " | ".join(dice) + f" | {summary['gap'][variant]:.3f} | " + " | ".join(hd) + " |")
+        gap = summary["gap"][variant]
+        lines.append(f"| {variant} | " + " | ".join(dice) + f" | {gap:.3f} | " + " | ".join(hd) + " |")
     lines += [
         "",
         "## Paired differences (variant minus its paired baseline, same seeds and cases)",
@@ -281,7 +287,8 @@ def write_report(results: dict, domains: list[str], docs_dir: Path, header: list
             "",
             "## Quality estimate of inference",
             "",
-            f"Over the {ranking['cases']} unseen-domain test cases of every run ({ranking['wrong_cases']} with Dice < 0.5): "
+            f"Over the {ranking['cases']} unseen-domain test cases of every run "
+            f"({ranking['wrong_cases']} with Dice < 0.5): "
             f"Spearman correlation of the uncertainty with Dice {ranking['spearman_uncertainty_dice']:+.2f}; AUROC of "
             f"the uncertainty for Dice < 0.5 {ranking['auroc_uncertainty']:.2f}. Flag = uncertainty above "
             f"{ranking['threshold']:.3f}, the {ranking['percentile']:g}th percentile of the held-out source cases' "

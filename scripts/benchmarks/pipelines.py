@@ -104,7 +104,11 @@ def bundle(output_dir: Path) -> dict:
 
         name = case_name(data["input"])
         mask = data["pred"]
-        arrays = {"image": data["input_image"][0].numpy(), "mask": mask[0].numpy(), "affine": mask.affine.double().numpy()}
+        arrays = {
+            "image": data["input_image"][0].numpy(),
+            "mask": mask[0].numpy(),
+            "affine": mask.affine.double().numpy(),
+        }
         save_overlay(data["input"], "unused", output_dir / f"{name}_{postfix}_overlay.png", **arrays)
         return data
 

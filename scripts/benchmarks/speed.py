@@ -140,7 +140,9 @@ def _time_to_accuracy(generalization_dir: Path, profile: str = "cpu", tolerance:
     if not runs.is_dir():
         return None
     scores = {p.name: json.loads((p / "scores.json").read_text()) for p in runs.iterdir() if (p / "scores.json").is_file()}
-    baseline_final = [s["validation_curve"][-1]["val_mean_dice"] for n, s in scores.items() if n.startswith("baseline_seed")]
+    baseline_final = [
+        s["validation_curve"][-1]["val_mean_dice"] for n, s in scores.items() if n.startswith("baseline_seed")
+    ]
     if not baseline_final:
         return None
     target = float(np.median(baseline_final))
@@ -174,7 +176,10 @@ def main(
     """Run the benchmark (see the module docs); returns every number."""
     work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    case = str(IRCAD) if IRCAD.is_dir() else str(_resampled_phantom(work / "phantom_512x512x129.nii.gz", (512, 512, 129)))
+    if IRCAD.is_dir():
+        case = str(IRCAD)
+    else:
+        case = str(_resampled_phantom(work / "phantom_512x512x129.nii.gz", (512, 512, 129)))
     peers = ["spleen"] + (["swin"] if swin else [])
     results: dict = {"case": case, "repeats": repeats, "rounds": []}
     # the floor: a process that imports monai and exits; it prints when the import was done (launch to import)
@@ -297,7 +302,9 @@ def format_table(summary: dict, peers: list[str]) -> str:
         row = inference[name]
         stages = [f"{row['stages'].get(s, float('nan')):.2f}" for s in stage_names]
         lines.append(
-            f"| {name} | {row['whole_s']:.1f} | {row['case_s']:.1f} | {row['peak_rss_mb']:.0f} | " + " | ".join(stages) + " |"
+            f"| {name} | {row['whole_s']:.1f} | {row['case_s']:.1f} | {row['peak_rss_mb']:.0f} | "
+            + " | ".join(stages)
+            + " |"
         )
     lines.append("")
     for peer in peers:
