@@ -84,7 +84,7 @@ def swin(output_dir: Path) -> dict:
 
 def bundle(output_dir: Path) -> dict:
     from scripts.bundle import bundle_parser
-    from scripts.inference.overlay import save_overlay
+    from scripts.inference.overlay import in_memory_arrays, save_overlay
 
     parser = bundle_parser(["inference.yaml"], {"output_dir": str(output_dir), "dataset_dir": str(output_dir)})
     network = parser.get_parsed_content("network")
@@ -103,13 +103,9 @@ def bundle(output_dir: Path) -> dict:
         from scripts.data.naming import case_name
 
         name = case_name(data["input"])
-        mask = data["pred"]
-        arrays = {
-            "image": data["input_image"][0].numpy(),
-            "mask": mask[0].numpy(),
-            "affine": mask.affine.double().numpy(),
-        }
-        save_overlay(data["input"], "unused", output_dir / f"{name}_{postfix}_overlay.png", **arrays)
+        arrays = in_memory_arrays(data["input_image"], data["pred"])
+        png = output_dir / f"{name}_{postfix}_overlay.png"
+        save_overlay(data["input"], output_dir / f"{name}_{postfix}.nii.gz", png, **arrays)
         return data
 
     if parser.get_parsed_content("save_overlay"):

@@ -60,7 +60,7 @@ from scripts.data.naming import case_name, output_path
 from scripts.data.weights import weights_error
 from scripts.data.writers import PARTIAL_MARK, atomic_path
 from scripts.engines.single_case import run_single_case
-from scripts.inference.overlay import save_overlay
+from scripts.inference.overlay import in_memory_arrays, save_overlay
 from scripts.transforms import SaveCaseImaged
 
 __all__ = [
@@ -504,9 +504,7 @@ class BatchInference:
             if isinstance(mask, MetaTensor) and mask.shape[0] == 1:
                 affine = mask.affine.double().numpy()
                 volume = float((mask > 0).sum()) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-                source = first.get("input_image", inputs.get("input_image"))
-                if source is not None and tuple(source.shape) == tuple(mask.shape):
-                    arrays = {"image": np.asarray(source[0]), "mask": mask[0].numpy(), "affine": affine}
+                arrays = in_memory_arrays(first.get("input_image", inputs.get("input_image")), mask)
             return first.get("quality"), volume, arrays
         finally:  # the full-resolution outputs are on disk: release what the overlay does not need
             self.evaluator.state.batch = self.evaluator.state.output = None

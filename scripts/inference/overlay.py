@@ -19,7 +19,7 @@ from scripts.data.dicom import DicomSeriesReader, read_series  # noqa: E402
 from scripts.data.readers import load_input  # noqa: E402
 from scripts.data.writers import atomic_path  # noqa: E402
 
-__all__ = ["overlay_views", "save_overlay"]
+__all__ = ["in_memory_arrays", "overlay_views", "save_overlay"]
 
 
 def _plane(volume: Any, axis: int, index: int) -> np.ndarray:
@@ -123,6 +123,18 @@ def overlay_views(
             planes.append(np.ascontiguousarray(plane))
         views[name] = (planes[0], planes[1], spacing[shown[1]] / spacing[shown[0]])
     return views
+
+
+def in_memory_arrays(image_copy: Any, mask: Any) -> dict[str, np.ndarray]:
+    """
+    The ``image``, ``mask`` and ``affine`` keywords of ``save_overlay`` from what inference holds in memory: the CT
+    kept as read (``KeepInputCopyd``, ``(1, X, Y, Z)``) and the final mask (a ``MetaTensor`` ``(1, X, Y, Z)`` on
+    the input grid). Empty (the overlay then reads the planes from the files) when either is missing or their
+    shapes differ.
+    """
+    if image_copy is None or not hasattr(mask, "affine") or tuple(image_copy.shape) != tuple(mask.shape):
+        return {}
+    return {"image": np.asarray(image_copy[0]), "mask": np.asarray(mask[0]), "affine": mask.affine.double().numpy()}
 
 
 def save_overlay(
