@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,8 +27,7 @@ import fire
 import numpy as np
 
 from scripts.benchmarks.profiles import PAIRED_BASELINE, VARIANTS, profile_overrides
-from scripts.benchmarks.scores import evaluation_version
-from scripts.bundle import BUNDLE_ROOT, config_files
+from scripts.benchmarks.runs import score_once, train_once
 from scripts.evaluation.statistics import auroc, paired_comparison
 from scripts.phantom import DOMAINS, ensure_dataset
 
@@ -40,50 +37,22 @@ DEFAULT_VARIANTS = ("baseline", "baseline_bigaug", "baseline_gin", "dualssl", "d
 TRAIN_SEED, TEST_SEED, VALIDATION_SEED = 0, 1000, 2000
 
 
-def _run(args: list[str], log: Path, threads: int) -> float:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    start = time.perf_counter()
-    with open(log, "a") as f:
-        result = subprocess.run(args, cwd=BUNDLE_ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:4])} failed, see {log}")
-    return time.perf_counter() - start
-
-
 def train_and_score(
     variant: str, seed: int, data: dict[str, Path], run_dir: Path, profile: str, overrides: dict, threads: int
 ) -> dict:
     """Train one variant with one seed through ``monai.bundle run``, then score it; returns its scores."""
-    scores_file = run_dir / "scores.json"
     tests = {d: str(data[f"{d}_test"]) for d in DOMAINS}
-    score_args = [sys.executable, "-m", "scripts.benchmarks.scores", str(run_dir), "--profile", profile]
-    score_args += ["--test_dirs", json.dumps(tests)]
-    if scores_file.is_file():
-        earlier = json.loads(scores_file.read_text())
-        if earlier.get("evaluation_version") == evaluation_version():
-            return earlier
-        # trained, but scored by another version's evaluation: scored again, the training time kept
-        _run(score_args + ["--train_seconds", str(earlier["train_seconds"])], run_dir / "scores.log", threads)
-        return json.loads(scores_file.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "scores.json").is_file():
+        return score_once(run_dir, profile, tests, threads, float("nan"))
     settings = {
         "dataset_dir": str(data["source_train"]),
         "val_datalist_file": str(data["source_val"] / "dataset.json"),
-        "output_dir": str(run_dir),
         "seed": seed,
         "split_seed": seed,
-        # an interrupted benchmark continues each unfinished run from its newest checkpoint
-        "resume": True,
         **overrides,
     }
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
-    args += [json.dumps(config_files("train.yaml", *VARIANTS[variant]))]
-    args += ["--meta_file", str(BUNDLE_ROOT / "configs" / "metadata.json")]
-    for key, value in settings.items():
-        args += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
-    seconds = _run(args, run_dir / "train.log", threads)
-    _run(score_args + ["--train_seconds", f"{seconds:.1f}"], run_dir / "scores.log", threads)
-    return json.loads(scores_file.read_text())
+    seconds = train_once(["train.yaml", *VARIANTS[variant]], settings, run_dir, threads)
+    return score_once(run_dir, profile, tests, threads, seconds)
 
 
 def _case_matrix(results: dict, variant: str, domains: list[str], metric: str = "dice") -> np.ndarray:

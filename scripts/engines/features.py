@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["capture_stages", "unwrap"]
+__all__ = ["capture_features", "capture_stages", "unwrap"]
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -30,6 +30,46 @@ def _stage_module(network: nn.Module, stage: int) -> nn.Module:
     return inner.feature_stage(stage)
 
 
+def _location_module(network: nn.Module, location: str) -> tuple[nn.Module, bool]:
+    """The module of a feature location ``"decoder:k"`` or ``"encoder:k"``, and whether its input is the feature
+    map (the segmentation head's input for ``"decoder:0"``) rather than its output."""
+    kind, _, stage_text = location.partition(":")
+    if kind not in ("decoder", "encoder") or not stage_text.isdigit():
+        raise ValueError(f"a feature location is 'decoder:<k>' or 'encoder:<k>', got {location!r}.")
+    stage = int(stage_text)
+    if kind == "decoder":
+        return _stage_module(network, stage), stage == 0
+    inner = unwrap(network)
+    if not callable(getattr(inner, "encoder_stage", None)):
+        raise AttributeError(f"{type(inner).__name__} has no encoder_stage(k) to read {location} from")
+    return inner.encoder_stage(stage), False
+
+
+@contextmanager
+def _capture(modules: dict[object, tuple[nn.Module, bool]]) -> Iterator[dict[object, torch.Tensor]]:
+    """Record, by key, the input (``True``) or output (``False``) of each module in every forward pass inside."""
+    captured: dict[object, torch.Tensor] = {}
+    handles = []
+    try:
+        for key, (module, read_input) in modules.items():
+            if read_input:
+
+                def pre_hook(module: nn.Module, args: tuple, key: object = key) -> None:
+                    captured[key] = args[0]
+
+                handles.append(module.register_forward_pre_hook(pre_hook))
+            else:
+
+                def hook(module: nn.Module, args: tuple, output: torch.Tensor, key: object = key) -> None:
+                    captured[key] = output
+
+                handles.append(module.register_forward_hook(hook))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @contextmanager
 def capture_stages(network: nn.Module, stages: Iterable[int] = (0,)) -> Iterator[dict[int, torch.Tensor]]:
     """
@@ -47,24 +87,22 @@ def capture_stages(network: nn.Module, stages: Iterable[int] = (0,)) -> Iterator
             ``feature_stage`` (other stages).
         ValueError: from ``feature_stage`` for a stage the network does not have.
     """
-    captured: dict[int, torch.Tensor] = {}
-    handles = []
-    try:
-        for stage in sorted(set(stages)):
-            module = _stage_module(network, stage)
-            if stage == 0:
+    modules = {stage: (_stage_module(network, stage), stage == 0) for stage in sorted(set(stages))}
+    with _capture(modules) as captured:
+        yield captured  # type: ignore[misc]
 
-                def pre_hook(module: nn.Module, args: tuple) -> None:
-                    captured[0] = args[0]
 
-                handles.append(module.register_forward_pre_hook(pre_hook))
-            else:
+@contextmanager
+def capture_features(network: nn.Module, locations: Iterable[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """
+    As ``capture_stages``, by feature location: ``"decoder:k"`` is stage ``k`` of ``capture_stages`` (``"decoder:0"``
+    the full-resolution decoder features), ``"encoder:k"`` the output of the unwrapped network's
+    ``encoder_stage(k)``, (B, C_k, *S / 2**k). The yielded dict maps each location to its features.
 
-                def hook(module: nn.Module, args: tuple, output: torch.Tensor, stage: int = stage) -> None:
-                    captured[stage] = output
-
-                handles.append(module.register_forward_hook(hook))
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
+    Raises:
+        ValueError: a location that is not ``"decoder:<k>"`` / ``"encoder:<k>"``, or a stage the network lacks.
+        AttributeError: a network without the module a location needs.
+    """
+    modules = {location: _location_module(network, location) for location in dict.fromkeys(locations)}
+    with _capture(modules) as captured:
+        yield captured  # type: ignore[misc]

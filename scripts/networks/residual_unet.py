@@ -75,6 +75,7 @@ class ResidualUNet(nn.Module):
         ``feature_stage(k)``: the module whose output is the feature map of stage ``k``, (B, channels[k], *S / 2**k):
         the decoder block at that resolution, or the bottleneck (the last encoder stage) for
         ``k = len(channels) - 1``. Stage 0 is the input of ``segmentation_head``.
+        ``encoder_stage(k)``: the encoder block whose output is (B, channels[k], *S / 2**k).
     """
 
     def __init__(
@@ -127,6 +128,17 @@ class ResidualUNet(nn.Module):
         if not 0 <= stage <= len(self.decoder):
             raise ValueError(f"stage must be in [0, {len(self.decoder)}], got {stage}.")
         return self.encoder[-1] if stage == len(self.decoder) else self.decoder[len(self.decoder) - 1 - stage]
+
+    def encoder_stage(self, stage: int) -> nn.Module:
+        """
+        The encoder block of ``stage`` (output (B, channels[stage], *S / 2**stage)).
+
+        Raises:
+            ValueError: when ``stage`` is not in ``[0, len(channels) - 1]``.
+        """
+        if not 0 <= stage < len(self.encoder):
+            raise ValueError(f"encoder stage must be in [0, {len(self.encoder) - 1}], got {stage}.")
+        return self.encoder[stage]
 
     def stage_channels(self, stage: int) -> int:
         """Channels of the feature map of ``stage``; raises ``ValueError`` as ``feature_stage``."""

@@ -6,6 +6,7 @@ from .foreground import ForegroundProbabilityd
 from .input_copy import KeepInputCopyd, compact_copy
 from .largest_component import KeepLargestComponentd, largest_component
 from .original_label import OriginalLabeld
+from .paired_views import RandPairedViewsd
 from .quality import PredictionQualityd, prediction_quality
 from .resample_to_input import ResampleToInputd, resample_to_grid
 from .save_case import SaveCaseImaged
@@ -20,6 +21,7 @@ __all__ = [
     "PancreasStructureMapsd",
     "PredictionQualityd",
     "PredictiveEntropyd",
+    "RandPairedViewsd",
     "ResampleToInputd",
     "SaveCaseImaged",
     "compact_copy",

@@ -59,20 +59,20 @@ def test_resume_skips_it_and_falls_back_to_the_previous_checkpoint(tmp_path, cap
 
 
 def test_pretrained_checkpoint_of_the_train_config_refuses_it(tmp_path):
-    from monai.handlers import CheckpointLoader
-
     from scripts.bundle import bundle_parser
+    from scripts.data.errors import InputError
+    from scripts.handlers import PretrainedWeightsLoader
 
     marker = tmp_path / "executed"
     checkpoint = _malicious_checkpoint(tmp_path / "evil.pt", marker)
     parser = bundle_parser(
         ["train.yaml"], {"pretrained_checkpoint": str(checkpoint), "device": "$torch.device('cpu')"}
     )
-    loaders = [h for h in parser.get_parsed_content("train#handlers") if isinstance(h, CheckpointLoader)]
-    assert len(loaders) == 1 and loaders[0].load_path == str(checkpoint)
-    with pytest.raises(Exception) as error:
+    loaders = [h for h in parser.get_parsed_content("train#handlers") if isinstance(h, PretrainedWeightsLoader)]
+    assert len(loaders) == 1 and loaders[0].load_path == checkpoint
+    with pytest.raises(InputError, match="pickled objects other than tensors") as error:
         loaders[0](None)
-    assert "Weights only load failed" in repr(error.value)
+    assert str(checkpoint) in str(error.value)
     assert not marker.exists()
     default = bundle_parser(["train.yaml"], {"device": "$torch.device('cpu')"}).get_parsed_content("train#handlers")
-    assert not any(isinstance(h, CheckpointLoader) for h in default), "no pretrained_checkpoint: no loader"
+    assert not any(isinstance(h, PretrainedWeightsLoader) for h in default), "no pretrained_checkpoint: no loader"
