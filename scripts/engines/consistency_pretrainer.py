@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 
 from scripts.engines.features import capture_features, unwrap
 from scripts.engines.optimization import accumulation_schedule, backward_and_step
+from scripts.engines.random_state import LazyDeviceGenerator
 from scripts.engines.view_alignment import align_views, feature_map_affine
 from scripts.losses import CosineConsistencyLoss, normalised_feature_std
 from scripts.networks import ConsistencyHeads
@@ -71,6 +73,10 @@ class ConsistencyPretrainer(SupervisedTrainer):
         target_momentum: EMA momentum of the target, in [0, 1).
         view_keys: the batch keys of the two views (MetaTensors whose ``affine`` is (B, D + 1, D + 1)).
         min_overlap_points: pairs whose overlap has fewer grid points are left out of the local loss.
+        points_per_pair: the local loss of a pair is the mean over this many grid points of its overlap, drawn
+            at random without replacement each iteration (an unbiased estimate of the mean over the whole overlap at
+            a fraction of the heads' cost at full resolution); ``None``: every grid point.
+        sampling_seed: seed of that draw (``None``: from torch's global generator); resumed with the trainer.
         args, kwargs: ``SupervisedTrainer``'s (``loss_function`` defaults to ``CosineConsistencyLoss``; the network's
             segmentation output is not used).
 
@@ -91,12 +97,16 @@ class ConsistencyPretrainer(SupervisedTrainer):
         target_momentum: float = 0.99,
         view_keys: Sequence[str] = ("view_1", "view_2"),
         min_overlap_points: int = 8,
+        points_per_pair: int | None = 4096,
+        sampling_seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         if mode not in CONSISTENCY_MODES:
             raise ValueError(f"mode must be one of {CONSISTENCY_MODES}, got {mode!r}.")
         if not feature_locations:
             raise ValueError("feature_locations must name at least one location.")
+        if points_per_pair is not None and points_per_pair < 1:
+            raise ValueError(f"points_per_pair must be >= 1 or None, got {points_per_pair}.")
         if not 0 <= target_momentum < 1:
             raise ValueError(f"target_momentum must be in [0, 1), got {target_momentum}.")
         if kwargs.get("compile", False):
@@ -123,6 +133,19 @@ class ConsistencyPretrainer(SupervisedTrainer):
         self.target_momentum = float(target_momentum)
         self.view_keys = tuple(view_keys)
         self.min_overlap_points = int(min_overlap_points)
+        self.points_per_pair = points_per_pair
+        self.sampling_generator = LazyDeviceGenerator(sampling_seed)
+
+    def state_dict(self) -> OrderedDict:
+        """Ignite's engine state plus the generator of the overlap points, for resuming."""
+        state = super().state_dict()
+        state["sampling_generator"] = self.sampling_generator.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        state = dict(state_dict)
+        self.sampling_generator.load_state_dict(state.pop("sampling_generator", {}))
+        super().load_state_dict(state)
 
     @torch.no_grad()
     def update_target(self) -> None:
@@ -146,30 +169,40 @@ class ConsistencyPretrainer(SupervisedTrainer):
             return features
         return [f.mean(dim=tuple(range(2, f.ndim)), keepdim=True) for f in features]
 
-    def _local_loss(
-        self, predictions: torch.Tensor, targets: torch.Tensor, affines: torch.Tensor, view_shape: Sequence[int]
-    ) -> tuple[torch.Tensor, float]:
-        """Mean loss over items and both directions on the aligned overlap; (2B, C, *S) maps, (2, B, 4, 4) affines."""
+    def _overlap_samples(
+        self, online: torch.Tensor, target: torch.Tensor, affines: torch.Tensor, view_shape: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """
+        The online and target features of both views on the grid over each item's overlap (``align_views``),
+        all items side by side: (2, C, P) each, index 0 = view 1, 1 = view 2, at the same P places; and the mean
+        fraction of a view the overlap covers. (2B, C, *S) features, (2, B, D + 1, D + 1) view affines. With no
+        overlapping pair, the first voxel of each view stands in (the caller then weights the loss by 0).
+        """
         num_items = affines.shape[1]
-        stride = [round(v / f) for v, f in zip(view_shape, predictions.shape[2:])]
+        stride = [round(v / f) for v, f in zip(view_shape, online.shape[2:])]
         feature_affines = feature_map_affine(affines, stride)
-        losses, fractions = [], []
+        samples: list[list[torch.Tensor]] = [[], []]
+        fractions = []
         for item in range(num_items):
-            for online, target in ((0, 1), (1, 0)):
-                aligned = align_views(
-                    predictions[online * num_items + item],
-                    targets[target * num_items + item],
-                    feature_affines[online, item],
-                    feature_affines[target, item],
-                    min_points=self.min_overlap_points,
-                )
-                if aligned is None:
-                    continue
-                losses.append(self.loss_function(aligned[0][None], aligned[1][None]))
-                fractions.append(aligned[0][0].numel() / predictions[0, 0].numel())
-        if not losses:  # no pair overlaps: a zero that keeps the graph (DDP needs every parameter used)
-            return predictions.sum() * 0.0, 0.0
-        return torch.stack(losses).mean(), float(sum(fractions) / len(fractions))
+            pair = (feature_affines[0, item], feature_affines[1, item])
+            aligned_online = align_views(online[item], online[num_items + item], *pair, self.min_overlap_points)
+            if aligned_online is None:
+                continue
+            aligned_target = align_views(target[item], target[num_items + item], *pair, self.min_overlap_points)
+            points = aligned_online[0][0].numel()
+            chosen = None
+            if self.points_per_pair is not None and points > self.points_per_pair:
+                generator = self.sampling_generator.get(online.device)
+                chosen = torch.randperm(points, generator=generator, device=online.device)[: self.points_per_pair]
+            for index, aligned in enumerate((aligned_online, aligned_target)):
+                pair_samples = torch.stack([a.flatten(1) for a in aligned])  # (2, C, P_item), the same places
+                samples[index].append(pair_samples if chosen is None else pair_samples[:, :, chosen])
+            fractions.append(aligned_online[0][0].numel() / online[0, 0].numel())
+        if not fractions:
+            first = (slice(None), slice(None)) + (0,) * (online.ndim - 2)
+            return online[first].reshape(2, num_items, -1).transpose(1, 2), target[first].reshape(
+                2, num_items, -1).transpose(1, 2), 0.0
+        return torch.cat(samples[0], dim=2), torch.cat(samples[1], dim=2), float(sum(fractions) / len(fractions))
 
     def _iteration(self, engine: ConsistencyPretrainer, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         if batchdata is None:
@@ -202,16 +235,31 @@ class ConsistencyPretrainer(SupervisedTrainer):
             online_features = engine._features(engine.network, inputs)
             engine.state.output = {"image": inputs[:num_items]}
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            _, predictions = engine.heads(engine._pooled(online_features))
             with torch.no_grad():
-                targets = engine.target_heads.project(engine._pooled(engine._features(engine.target_network, inputs)))
-            for location, prediction, target in zip(engine.feature_locations, predictions, targets):
-                if engine.mode == "local":
-                    terms[location], fraction = engine._local_loss(prediction, target, affines, inputs.shape[2:])
+                target_features = engine._features(engine.target_network, inputs)
+            if engine.mode == "local":
+                # both views' features on each item's overlap grid: (2, C, P), view 1 then view 2
+                online_inputs, target_inputs, weights = [], [], []
+                for online, target in zip(online_features, target_features):
+                    online_samples, target_samples, fraction = engine._overlap_samples(
+                        online, target, affines, inputs.shape[2:]
+                    )
+                    online_inputs.append(online_samples)
+                    target_inputs.append(target_samples)
+                    weights.append(1.0 if fraction > 0 else 0.0)
                     overlap.append(fraction)
-                else:
-                    swapped = torch.cat([target[num_items:], target[:num_items]])
-                    terms[location] = engine.loss_function(prediction, swapped)
+            else:
+                online_inputs, target_inputs = engine._pooled(online_features), engine._pooled(target_features)
+                weights = [1.0] * len(online_inputs)
+            # one call of the heads' forward: a DistributedDataParallel wrapper then synchronises their gradients
+            _, predictions = engine.heads(online_inputs)
+            with torch.no_grad():
+                targets = engine.target_heads.project(target_inputs)
+            for location, prediction, target, weight in zip(engine.feature_locations, predictions, targets, weights):
+                # online view 1 predicts target view 2 and the other way round (local: index = view; global: halves)
+                half = prediction.shape[0] // 2
+                swapped = torch.cat([target[half:], target[:half]])
+                terms[location] = weight * engine.loss_function(prediction, swapped)
             loss = torch.stack(list(terms.values())).mean()
         engine.state.output.update({"loss": loss, **{f"loss_{k.replace(':', '')}": v.detach() for k, v in terms.items()}})
         engine.state.output["feature_std"] = normalised_feature_std(online_features[0])

@@ -22,12 +22,12 @@ def _loader(items: int = 2, seed: int = 0) -> DataLoader:
     return DataLoader(data, batch_size=items, shuffle=False)
 
 
-def _trainer(mode: str = "local", momentum: float = 0.9, network: ResidualUNet | None = None) -> ConsistencyPretrainer:
+def _trainer_kwargs(network: ResidualUNet | None = None) -> dict:
     torch.manual_seed(0)
     network = ResidualUNet(channels=(4, 8, 16), num_res_units=1) if network is None else network
     heads = ConsistencyHeads([network.channels[0], network.channels[2]], hidden_channels=8, embedding_dim=8)
     optimizer = torch.optim.SGD(list(network.parameters()) + list(heads.parameters()), lr=0.1)
-    return ConsistencyPretrainer(
+    return dict(
         device=torch.device("cpu"),
         max_epochs=1,
         train_data_loader=_loader(),
@@ -37,9 +37,15 @@ def _trainer(mode: str = "local", momentum: float = 0.9, network: ResidualUNet |
         target_network=frozen_copy(network),
         target_heads=frozen_copy(heads),
         feature_locations=LOCATIONS,
-        mode=mode,
-        target_momentum=momentum,
         min_overlap_points=1,
+    )
+
+
+def _trainer(
+    mode: str = "local", momentum: float = 0.9, network: ResidualUNet | None = None, points_per_pair: int | None = 4096
+) -> ConsistencyPretrainer:
+    return ConsistencyPretrainer(
+        mode=mode, target_momentum=momentum, points_per_pair=points_per_pair, sampling_seed=0, **_trainer_kwargs(network)
     )
 
 
@@ -85,6 +91,8 @@ def test_arguments_are_validated_at_construction():
         _trainer(mode="pixel")
     with pytest.raises(ValueError, match="target_momentum"):
         _trainer(momentum=1.0)
+    with pytest.raises(ValueError, match="points_per_pair"):
+        ConsistencyPretrainer(points_per_pair=0, **_trainer_kwargs())
     network = ResidualUNet(channels=(4, 8, 16), num_res_units=1)
     heads = ConsistencyHeads([4, 16], hidden_channels=8, embedding_dim=8)
     kwargs = dict(device=torch.device("cpu"), max_epochs=1, train_data_loader=_loader(), network=network,
@@ -94,3 +102,19 @@ def test_arguments_are_validated_at_construction():
         ConsistencyPretrainer(feature_locations=["decoder:0", "encoder:5"], **kwargs)
     with pytest.raises(ValueError, match="projectors"):
         ConsistencyPretrainer(feature_locations=["decoder:0"], **kwargs)
+
+
+def test_the_sampled_local_loss_estimates_the_loss_over_the_whole_overlap_and_resumes_its_draws():
+    dense = _trainer(points_per_pair=None)
+    dense.run()
+    sampled = _trainer(points_per_pair=512)
+    sampled.run()
+    # 16^3 views, overlaps of a few thousand points: 512 random points per pair give the same loss within a few %
+    assert float(sampled.state.output["loss"]) == pytest.approx(float(dense.state.output["loss"]), rel=0.1)
+    assert float(sampled.state.output["loss"]) != float(dense.state.output["loss"])
+    state = sampled.state_dict()
+    assert "sampling_generator" in state
+    resumed = _trainer(points_per_pair=512)
+    resumed.load_state_dict(state)
+    generator = sampled.sampling_generator.get(torch.device("cpu"))
+    torch.testing.assert_close(resumed.sampling_generator.get(torch.device("cpu")).get_state(), generator.get_state())
