@@ -133,12 +133,15 @@ def test_shipped_torchscript_embeds_the_current_inference_config_and_metadata():
     """MONAI Deploy's bundle operator reads these from model.ts: a stale copy gives other masks than the bundle."""
     import json
 
-    extra = {"inference.json": "", "metadata.json": ""}
+    extra = {"inference.json": "", "deploy.json": "", "metadata.json": ""}
     torch.jit.load(str(BUNDLE_ROOT / "models" / "model.ts"), map_location="cpu", _extra_files=extra)
-    assert json.loads(extra["inference.json"]) == ConfigParser.load_config_file(str(CONFIGS / "inference.yaml")), (
-        "re-export: python -m monai.bundle ckpt_export (docs/README.md, Commands)"
-    )
-    assert json.loads(extra["metadata.json"]) == json.loads((CONFIGS / "metadata.json").read_text())
+    hint = "re-export with configs/inference.yaml and configs/deploy.yaml (docs/README.md, Commands)"
+    assert json.loads(extra["inference.json"]) == ConfigParser.load_config_file(str(CONFIGS / "inference.yaml")), hint
+    # deploy/app.py's operator reads configs/deploy.yaml over inference.yaml from the model (docs/README.md, MONAI Deploy)
+    assert extra["deploy.json"] and json.loads(extra["deploy.json"]) == ConfigParser.load_config_file(
+        str(CONFIGS / "deploy.yaml")
+    ), hint
+    assert json.loads(extra["metadata.json"]) == json.loads((CONFIGS / "metadata.json").read_text()), hint
 
 
 def test_read_meta_gives_every_required_package_without_a_deprecation_warning():
