@@ -4,13 +4,14 @@ a DICOM SEG (referencing the series) and a NIfTI file.
 
     python deploy/app.py -i <DICOM folder> -o <output folder> [-m models/model.ts]
 
-Operators: ``DICOMDataLoaderOperator`` -> ``DICOMSeriesSelectorOperator`` (the first CT series) ->
-``DICOMSeriesToVolumeOperator`` -> ``MonaiBundleInferenceOperator`` (``configs/inference.yaml`` read with
-``configs/deploy.yaml`` over it, both embedded in the TorchScript model) -> ``BundleSegWriterOperator`` (the SDK's
-``DICOMSegmentationWriterOperator``, written atomically as ``<case>_seg.dcm``) and ``NiftiMaskWriterOperator``
-(``<case>_seg.nii.gz``, the input's grid and RAS affine). ``<case>`` is the input folder's name, as in the bundle's
-own outputs. Both files are those ``python -m monai.bundle run --config_file configs/inference.yaml
---save_dicom_seg True`` writes for the same series (the same mask voxel for voxel, tests/deploy).
+Operators: ``DICOMDataLoaderOperator`` (an empty ``SeriesNumber`` read as absent) ->
+``DICOMSeriesSelectorOperator`` (the first CT series) -> ``DICOMSeriesToVolumeOperator`` ->
+``MonaiBundleInferenceOperator`` (``configs/inference.yaml`` read with ``configs/deploy.yaml`` over it, both
+embedded in the TorchScript model) -> ``BundleSegWriterOperator`` (the SDK's ``DICOMSegmentationWriterOperator``,
+written atomically as ``<case>_seg.dcm``) and ``NiftiMaskWriterOperator`` (``<case>_seg.nii.gz``, the input's grid
+and RAS affine). ``<case>`` is the input folder's name, as in the bundle's own outputs. Both files hold the mask
+``python -m monai.bundle run --config_file configs/inference.yaml --save_dicom_seg True`` writes for the same
+series (voxel for voxel, tests/deploy).
 
 ``-m`` (or ``HOLOSCAN_MODEL_PATH``) is the TorchScript model, ``models/model.ts`` of this bundle when not given; the
 bundle folder itself is accepted too and stands for its ``models/model.ts`` (the SDK alone would load a folder
@@ -56,6 +57,7 @@ from monai.deploy.operators.monai_bundle_inference_operator import (  # noqa: E4
 
 __all__ = [
     "BUNDLE_CONFIG_NAMES",
+    "BundleDICOMDataLoaderOperator",
     "BundleSegWriterOperator",
     "NiftiMaskWriterOperator",
     "PancreasSegApp",
@@ -123,12 +125,11 @@ def unloadable_reason(input_path: str | os.PathLike) -> str | None:
     """
     Why ``DICOMDataLoaderOperator`` would load no series from ``input_path``, or None when it loads one.
 
-    The SDK's loader drops every file without a ``StudyInstanceUID`` and a ``SeriesInstanceUID`` value, and a
-    series whose ``SeriesNumber`` is present but empty (type 2: an anonymiser may empty it) is never added to its
-    study (``int()`` of the empty value fails); the app would then fail with "No study loaded" or "Missing expected
-    input". ``totalseg_b_dicom`` of the real CT samples has all three empty. A series of non-square pixels is refused
-    too: ``DICOMSeriesToVolumeOperator`` swaps their row and column spacing in the affine. This names the cause and
-    the way out before the app starts (headers only, every file under the folder, up to the first loadable one).
+    The SDK's loader drops every file without a ``StudyInstanceUID`` and a ``SeriesInstanceUID`` value (an
+    anonymiser may empty them: ``totalseg_b_dicom`` of the real CT samples has neither); the app would then fail
+    with "No study loaded". A series of non-square pixels is refused too: ``DICOMSeriesToVolumeOperator`` swaps
+    their row and column spacing in the affine. This names the cause and the way out before the app starts
+    (headers only, every file under the folder, up to the first loadable one).
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -141,8 +142,6 @@ def unloadable_reason(input_path: str | os.PathLike) -> str | None:
             continue
         read += 1
         found = [f"no {tag}" for tag in ("StudyInstanceUID", "SeriesInstanceUID") if not str(dataset.get(tag, "") or "")]
-        if "SeriesNumber" in dataset and dataset["SeriesNumber"].value in (None, ""):
-            found.append("an empty SeriesNumber")
         spacing = [float(v) for v in dataset.get("PixelSpacing", None) or []]
         if len(spacing) == 2 and abs(spacing[0] - spacing[1]) > 1e-6 * max(spacing):
             # DICOMSeriesToVolumeOperator scales the row direction by PixelSpacing[0] (the spacing between rows)
@@ -163,8 +162,8 @@ def unloadable_reason(input_path: str | os.PathLike) -> str | None:
     return (
         f"the SDK's DICOMDataLoaderOperator loads no series from the {read} DICOM files in {input_path} ({listed}; "
         "emptied by an anonymiser?): fill them in, or segment the series with the bundle itself (python -m "
-        "monai.bundle run --config_file configs/inference.yaml --dataset_dir <folder>: the NIfTI mask, and no DICOM "
-        "SEG without the UIDs)"
+        "monai.bundle run --config_file configs/inference.yaml --dataset_dir <folder>: the NIfTI mask; no DICOM SEG "
+        "can reference a series without them)"
     )
 
 
@@ -176,6 +175,29 @@ def case_outputs(input_path: str | os.PathLike, output_path: str | os.PathLike) 
         "seg": bundle_output_path(input_path, output_path, MASK_POSTFIX, ext=".dcm"),
         "nifti": bundle_output_path(input_path, output_path, MASK_POSTFIX, ext=".nii.gz"),
     }
+
+
+class BundleDICOMDataLoaderOperator(DICOMDataLoaderOperator):
+    """
+    ``DICOMDataLoaderOperator`` that reads an empty ``SeriesNumber`` as an absent one.
+
+    ``SeriesNumber`` is a type 2 attribute (present, possibly empty; anonymisers empty it: ``ircad_1.1`` and
+    ``totalseg_b_dicom`` of the real CT samples). The SDK's ``populate_series_attributes`` calls ``int()`` on the
+    empty value, the ``TypeError`` is caught per file and logged as "Error parsing SOP Instance", and the series is
+    never added to its study. Here the empty element is set aside for that call and put back: the dataset stays as
+    read, and the series has no ``SeriesNumber``, as when the element is absent.
+    """
+
+    def populate_series_attributes(self, series, sop_instance) -> None:
+        element = sop_instance["SeriesNumber"] if "SeriesNumber" in sop_instance else None  # the DataElement
+        if element is None or element.value not in (None, ""):
+            super().populate_series_attributes(series, sop_instance)
+            return
+        del sop_instance["SeriesNumber"]
+        try:
+            super().populate_series_attributes(series, sop_instance)
+        finally:
+            sop_instance["SeriesNumber"] = element
 
 
 class BundleSegWriterOperator(DICOMSegmentationWriterOperator):
@@ -297,7 +319,9 @@ class PancreasSegApp(Application):
 
         from pydicom.sr.codedict import codes
 
-        loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=input_path, name="dicom_loader")
+        loader = BundleDICOMDataLoaderOperator(
+            self, CountCondition(self, 1), input_folder=input_path, name="dicom_loader"
+        )
         selector = DICOMSeriesSelectorOperator(self, rules=CT_SERIES_RULES, name="ct_series_selector")
         to_volume = DICOMSeriesToVolumeOperator(self, name="series_to_volume")
         inference = MonaiBundleInferenceOperator(

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 APP = BUNDLE_ROOT / "deploy" / "app.py"
 TOTALSEG_B = REAL_CT / "totalseg_b_dicom"
+IRCAD = REAL_CT / "ircad_1.1" / "PATIENT_DICOM"
 CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 VERSION = json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())["version"]
 
@@ -176,16 +177,17 @@ def test_app_seg_equals_the_bundle_seg_on_a_phantom_series(deploy_python, tmp_pa
 @pytest.mark.skipif(not TOTALSEG_B.is_dir(), reason=f"{TOTALSEG_B} is absent")
 def test_app_seg_equals_the_bundle_seg_on_the_jpeg2000_series(deploy_python, tmp_path):
     """
-    The real JPEG 2000 series with the study and series UIDs and SeriesNumber that its anonymiser emptied filled in
-    (the SDK's loader drops it otherwise, next test); its SOP instance UIDs stay empty, and both take them from the
-    file meta header. Pixel data are kept as they are (still JPEG 2000).
+    The real JPEG 2000 series with the study and series UIDs that its anonymiser emptied filled in (the SDK's loader
+    drops it otherwise, next test); its SOP instance UIDs and SeriesNumber stay empty: both take the UIDs from the
+    file meta header, and the app's loader reads the empty SeriesNumber as absent. Pixel data are kept as they are.
     """
     series = tmp_path / "totalseg_b"
     series.mkdir()
     study, series_uid = generate_uid(), generate_uid()
     for path in sorted(TOTALSEG_B.iterdir()):
         ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber = study, series_uid, 3
+        assert ds.SOPInstanceUID == "" and ds["SeriesNumber"].value is None
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
         ds.save_as(series / path.name)
     assert pydicom.dcmread(next(series.iterdir())).file_meta.TransferSyntaxUID == pydicom.uid.JPEG2000Lossless
     result = run_app(deploy_python, series, tmp_path / "app", BUNDLE_ROOT / "models" / "model.ts", cwd=tmp_path)
@@ -209,9 +211,29 @@ def test_app_refuses_the_anonymised_series_naming_what_the_sdk_loader_needs(depl
     assert result.returncode != 0
     assert (
         "the SDK's DICOMDataLoaderOperator loads no series from the 20 DICOM files in "
-        f"{TOTALSEG_B} (20 no StudyInstanceUID, 20 no SeriesInstanceUID, 20 an empty SeriesNumber"
+        f"{TOTALSEG_B} (20 no StudyInstanceUID, 20 no SeriesInstanceUID; emptied by an anonymiser?)"
     ) in result.stderr
     assert not (tmp_path / "app").exists() or not list((tmp_path / "app").iterdir())
+
+
+@pytest.mark.real_ct
+@pytest.mark.skipif(not IRCAD.is_dir(), reason=f"{IRCAD} is absent")
+def test_app_mask_equals_the_bundle_mask_on_the_full_size_series_without_a_seg(deploy_python, tmp_path):
+    """IRCAD 1.1 (512 x 512 x 129): an empty SeriesNumber and no FrameOfReferenceUID, so a NIfTI mask and no SEG."""
+    result = run_app(deploy_python, IRCAD, tmp_path / "app", BUNDLE_ROOT / "models" / "model.ts", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    reason = "the series cannot be referenced (129 of 129 source slices have no FrameOfReferenceUID)"
+    assert f"no DICOM SEG: {reason}" in result.stderr
+    run_bundle(IRCAD, tmp_path / "bundle", inference_backend="torch")
+    assert json.loads((tmp_path / "bundle" / "summary.json").read_text())["cases"][0]["notes"] == [f"no DICOM SEG: {reason}"]
+    assert sorted(p.name for p in (tmp_path / "app").iterdir()) == ["PATIENT_DICOM_seg.nii.gz"]
+    app_nifti = nib.as_closest_canonical(nib.load(str(tmp_path / "app" / "PATIENT_DICOM_seg.nii.gz")))
+    bundle_nifti = nib.as_closest_canonical(nib.load(str(tmp_path / "bundle" / "PATIENT_DICOM_seg.nii.gz")))
+    assert app_nifti.shape == bundle_nifti.shape == (512, 512, 129)
+    np.testing.assert_allclose(app_nifti.affine, bundle_nifti.affine, atol=1e-4)
+    app_mask, bundle_mask = np.asarray(app_nifti.dataobj), np.asarray(bundle_nifti.dataobj)
+    assert np.count_nonzero(app_mask) > 1000
+    np.testing.assert_array_equal(app_mask, bundle_mask)
 
 
 def test_app_refuses_a_model_without_the_deploy_config(deploy_python, tmp_path):
