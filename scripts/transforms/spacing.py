@@ -43,6 +43,8 @@ class MetaSafeSpacingd(Spacingd):
             return super().__call__(data, lazy=lazy)
         result = super().__call__({name: value for name, value in data.items() if name not in aside}, lazy=lazy)
         # the input's item order, with whatever Spacingd added at the end
-        ordered = {name: data[name] if name in aside else result[name] for name in data if name in aside or name in result}
+        ordered = {
+            name: data[name] if name in aside else result[name] for name in data if name in aside or name in result
+        }
         ordered.update((name, value) for name, value in result.items() if name not in ordered)
         return ordered
