@@ -67,8 +67,16 @@ def train_once(configs: list[str], settings: dict, run_dir: Path, threads: int) 
     return run_logged(args, run_dir / "train.log", threads)
 
 
-def score_once(run_dir: Path, profile: str, test_dirs: dict[str, str], threads: int, train_seconds: float) -> dict:
-    """``run_dir/scores.json`` (``scripts.benchmarks.scores``), computed when missing or scored by another version."""
+def score_once(
+    run_dir: Path,
+    profile: str,
+    test_dirs: dict[str, str],
+    threads: int,
+    train_seconds: float,
+    config_overrides: dict | None = None,
+) -> dict:
+    """``run_dir/scores.json`` (``scripts.benchmarks.scores``, with ``config_overrides`` for the evaluator),
+    computed when missing or scored by another version."""
     scores_file = run_dir / "scores.json"
     if scores_file.is_file():
         earlier = json.loads(scores_file.read_text())
@@ -77,5 +85,7 @@ def score_once(run_dir: Path, profile: str, test_dirs: dict[str, str], threads: 
         train_seconds = earlier.get("train_seconds", train_seconds)  # scored again, the training time kept
     args = [sys.executable, "-m", "scripts.benchmarks.scores", str(run_dir), "--profile", profile]
     args += ["--test_dirs", json.dumps(test_dirs), "--train_seconds", f"{train_seconds:.1f}"]
+    if config_overrides:
+        args += ["--config_overrides", json.dumps(config_overrides)]
     run_logged(args, run_dir / "scores.log", threads)
     return json.loads(scores_file.read_text())

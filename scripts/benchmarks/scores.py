@@ -29,11 +29,20 @@ def evaluation_version() -> str:
 
 
 def score_run(
-    run_dir: str, profile: str, test_dirs: dict[str, str], train_seconds: float = float("nan"), num_workers: int = 0
+    run_dir: str,
+    profile: str,
+    test_dirs: dict[str, str],
+    train_seconds: float = float("nan"),
+    num_workers: int = 0,
+    config_overrides: dict | str | None = None,
 ) -> dict:
-    """Evaluate ``RUN_DIR/models/checkpoint_final.pt`` on each test set with the profile's evaluation settings."""
+    """
+    Evaluate ``RUN_DIR/models/checkpoint_final.pt`` on each test set with the profile's evaluation settings and
+    ``config_overrides`` (a dict or its JSON, e.g. another ``network_def`` and ``roi_size``) on top.
+    """
     run = Path(run_dir)
-    overrides = profile_overrides(profile, evaluation=True)
+    extra = json.loads(config_overrides) if isinstance(config_overrides, str) else dict(config_overrides or {})
+    overrides = {**profile_overrides(profile, evaluation=True), **extra}
     scores: dict = {}
     for domain, data_dir in (json.loads(test_dirs) if isinstance(test_dirs, str) else test_dirs).items():
         evaluator = DomainEvaluator(Path(data_dir), overrides, num_workers)

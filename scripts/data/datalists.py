@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from monai.config import PathLike
 from monai.data import partition_dataset
 
@@ -25,7 +26,7 @@ from scripts.data.dicom import is_dicom_file, is_dicom_series
 from scripts.data.errors import InputError
 from scripts.data.readers import IMAGE_SUFFIXES, image_suffix
 
-__all__ = ["PATH_KEYS", "datalist_entries", "read_datalist", "read_json", "resolve_images", "split_datalist"]
+__all__ = ["PATH_KEYS", "datalist_entries", "read_datalist", "read_json", "resolve_images", "split_datalist", "split_labelled"]
 
 PATH_KEYS = ("image", "label")
 """Entry keys that hold paths (resolved against the datalist's folder)."""
@@ -198,3 +199,23 @@ def split_datalist(datalist: Sequence[dict], val_fraction: float, seed: int = 0)
                 "give the datalist more cases or change val_fraction"
             )
     return parts
+
+
+def split_labelled(datalist: Sequence[dict], labelled_fraction: float, seed: int = 0) -> list[list[dict]]:
+    """
+    ``[labelled, unlabelled]`` training cases for semi-supervised training: ``round(labelled_fraction * N)`` cases
+    (at least one) keep their labels, chosen with ``seed``; the others become ``{"image": ...}`` entries, their
+    labels dropped so that nothing can read them. The order of the datalist is otherwise kept.
+
+    Raises:
+        ValueError: when ``labelled_fraction`` is not in (0, 1] or the datalist is empty.
+    """
+    if not 0.0 < labelled_fraction <= 1.0:
+        raise ValueError(f"labelled_fraction must be in (0, 1], got {labelled_fraction}")
+    if not datalist:
+        raise ValueError("the training datalist is empty")
+    count = max(1, round(labelled_fraction * len(datalist)))
+    chosen = set(np.random.default_rng(seed).permutation(len(datalist))[:count].tolist())
+    labelled = [dict(entry) for index, entry in enumerate(datalist) if index in chosen]
+    unlabelled = [{"image": entry["image"]} for index, entry in enumerate(datalist) if index not in chosen]
+    return [labelled, unlabelled]

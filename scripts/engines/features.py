@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["capture_features", "capture_stages", "unwrap"]
+__all__ = ["capture_features", "capture_inputs", "capture_stages", "unwrap"]
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -105,4 +105,23 @@ def capture_features(network: nn.Module, locations: Iterable[str]) -> Iterator[d
     """
     modules = {location: _location_module(network, location) for location in dict.fromkeys(locations)}
     with _capture(modules) as captured:
+        yield captured  # type: ignore[misc]
+
+
+@contextmanager
+def capture_inputs(network: nn.Module, module_names: Iterable[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """
+    As ``capture_stages``, for any network: the input of each named submodule of the unwrapped ``network``
+    (``named_modules`` names, e.g. ``"segmentation_head"`` of ``ResidualUNet``, ``"final_conv"`` of MONAI's
+    ``BasicUNet``, ``"out_tr"`` of ``VNet``: the decoder features the segmentation layer reads), by name.
+
+    Raises:
+        KeyError: a name the network has no submodule of, naming the network's top-level modules.
+    """
+    modules = dict(unwrap(network).named_modules())
+    missing = [name for name in module_names if name not in modules]
+    if missing:
+        top = [name for name in modules if name and "." not in name]
+        raise KeyError(f"{type(unwrap(network)).__name__} has no submodule {missing}; its modules: {top}")
+    with _capture({name: (modules[name], True) for name in dict.fromkeys(module_names)}) as captured:
         yield captured  # type: ignore[misc]

@@ -98,3 +98,17 @@ def test_training_reads_its_datalist_as_monai_does_and_refuses_a_bad_entry_by_na
     with pytest.raises(RuntimeError) as error:
         parser.get_parsed_content("datalist")
     assert str(error.value.__cause__) == f"{path}: training[0] has no 'image' key: {{'label': 'a_seg.nii.gz'}}"
+
+
+def test_split_labelled_keeps_the_stated_fraction_of_labels_and_drops_the_others():
+    from scripts.data.datalists import split_labelled
+
+    cases = [{"image": f"/d/{i}.nii.gz", "label": f"/d/{i}_seg.nii.gz"} for i in range(10)]
+    labelled, unlabelled = split_labelled(cases, 0.2, seed=3)
+    assert len(labelled) == 2 and len(unlabelled) == 8
+    assert all("label" in c for c in labelled) and all(set(c) == {"image"} for c in unlabelled)
+    assert sorted(c["image"] for c in labelled + unlabelled) == sorted(c["image"] for c in cases)
+    assert split_labelled(cases, 0.2, seed=3) == [labelled, unlabelled]  # seeded
+    assert len(split_labelled(cases, 0.01)[0]) == 1  # at least one labelled case
+    with pytest.raises(ValueError, match="labelled_fraction"):
+        split_labelled(cases, 0.0)
