@@ -27,14 +27,14 @@ import fire
 import numpy as np
 
 from scripts.benchmarks.profiles import PAIRED_BASELINE, VARIANTS, profile_overrides
+from scripts.benchmarks.reporting import POOL_SEED, TEST_SEED, benchmark_data, case_matrix, interval_text
 from scripts.benchmarks.runs import score_once, train_once
 from scripts.evaluation.statistics import auroc, paired_comparison
-from scripts.phantom import DOMAINS, ensure_dataset
+from scripts.phantom import DOMAINS
 
 __all__ = ["main", "summarise"]
 
 DEFAULT_VARIANTS = ("baseline", "baseline_bigaug", "baseline_gin", "dualssl", "dualssl_bigaug", "dualssl_gin")
-TRAIN_SEED, TEST_SEED, VALIDATION_SEED = 0, 1000, 2000
 
 
 def train_and_score(
@@ -55,12 +55,6 @@ def train_and_score(
     return score_once(run_dir, profile, tests, threads, seconds)
 
 
-def _case_matrix(results: dict, variant: str, domains: list[str], metric: str = "dice") -> np.ndarray:
-    """(seeds, cases) scores of ``variant``, the cases of ``domains`` side by side, seeds in sorted order."""
-    seeds = sorted(results[variant], key=int)
-    return np.array([sum((list(results[variant][s][d][metric]) for d in domains), []) for s in seeds], dtype=float)
-
-
 def summarise(results: dict, domains: list[str]) -> dict:
     """Per variant and domain: mean +- std over seeds of the per-seed case mean; paired comparisons; gaps."""
     targets = [d for d in domains if d != "source"]
@@ -69,7 +63,7 @@ def summarise(results: dict, domains: list[str]) -> dict:
         summary["domains"][variant] = {}
         for domain in domains + ["unseen_mean"]:
             for metric in ("dice", "hd95_mm"):
-                cases = _case_matrix(results, variant, targets if domain == "unseen_mean" else [domain], metric)
+                cases = case_matrix(results[variant], targets if domain == "unseen_mean" else [domain], metric)
                 per_seed = np.nanmean(cases, axis=1)
                 summary["domains"][variant].setdefault(domain, {})[metric] = (
                     float(np.mean(per_seed)),
@@ -83,8 +77,8 @@ def summarise(results: dict, domains: list[str]) -> dict:
             paired = {}
             for domain in ["unseen_mean"] + domains:
                 selected = targets if domain == "unseen_mean" else [domain]
-                treated = _case_matrix({variant: {s: results[variant][s] for s in common}}, variant, selected)
-                base = _case_matrix({control: {s: results[control][s] for s in common}}, control, selected)
+                treated = case_matrix({s: results[variant][s] for s in common}, selected)
+                base = case_matrix({s: results[control][s] for s in common}, selected)
                 paired[domain] = paired_comparison(treated, base)
             summary["paired"][variant] = {"control": control, **paired}
     return summary
@@ -234,11 +228,7 @@ def write_report(results: dict, domains: list[str], docs_dir: Path, header: list
         "|---" * (2 + len(domains) + 1) + "|",
     ]
     for variant, paired in summary["paired"].items():
-        cells = [
-            f"{100 * paired[d]['mean']:+.1f} [{100 * paired[d]['low']:+.1f}, {100 * paired[d]['high']:+.1f}] "
-            + (f"p={paired[d]['p_wilcoxon']:.3f}" if paired[d]["p_wilcoxon"] >= 0.001 else "p<0.001")
-            for d in ["unseen_mean"] + domains
-        ]
+        cells = [interval_text(paired[d]) for d in ["unseen_mean"] + domains]
         lines.append(f"| {variant} | {paired['control']} | " + " | ".join(cells) + " |")
     lines += ["", "## Convergence", "", "![validation curves](generalization_curves.png)", ""]
     lines += ["Change of source validation Dice over the last three validations of each run (flat: near 0):", ""]
@@ -302,11 +292,8 @@ def main(
     # the SSL terms start at a quarter of training and reach full weight over the next fifth
     overrides.update(ssl_start_iteration=max(1, iterations // 4), ssl_rampup_iterations=max(1, iterations // 5))
     work = Path(work_dir).resolve()
-    data = {
-        "source_train": ensure_dataset(work / "data" / "source_train", "source", train_cases, TRAIN_SEED),
-        "source_val": ensure_dataset(work / "data" / "source_val", "source", val_cases, VALIDATION_SEED),
-    }
-    data.update({f"{d}_test": ensure_dataset(work / "data" / f"{d}_test", d, test_cases, TEST_SEED) for d in DOMAINS})
+    pool, validation, tests = benchmark_data(work, "source_train", train_cases, val_cases, test_cases)
+    data = {"source_train": pool, "source_val": validation, **{f"{d}_test": Path(p) for d, p in tests.items()}}
     threads = max(1, (os.cpu_count() or 1) // jobs)
     tasks = [(v, s) for s in range(first_seed, first_seed + seeds) for v in variants]  # paired runs finish together
     results: dict = {v: {} for v in variants}
@@ -331,7 +318,7 @@ def main(
         f"Command: `{command}` (variants: {', '.join(variants)}); this invocation took {wall / 60:.1f} min "
         f"({jobs} runs in parallel, {threads} torch thread(s) each; runs scored earlier are reused).",
         "",
-        f"Profile `{profile}`: {json.dumps(overrides)}. Trained on {train_cases} `source` cases (seed {TRAIN_SEED}), "
+        f"Profile `{profile}`: {json.dumps(overrides)}. Trained on {train_cases} `source` cases (seed {POOL_SEED}), "
         f"validated on {val_cases} other `source` cases; tested on {test_cases} cases per domain (seed "
         f"{TEST_SEED}), scored by the evaluate config on the label files. Seeds {first_seed} to "
         f"{first_seed + seeds - 1}. Variants: {json.dumps({v: VARIANTS[v] for v in variants})}.",

@@ -27,9 +27,17 @@ import fire
 import numpy as np
 
 from scripts.benchmarks.profiles import profile_overrides
+from scripts.benchmarks.reporting import (
+    POOL_SEED,
+    TEST_SEED,
+    benchmark_data,
+    case_matrix,
+    convergence_cells,
+    interval_text,
+)
 from scripts.benchmarks.runs import epoch_seconds, score_once, train_once
 from scripts.evaluation.statistics import paired_comparison
-from scripts.phantom import DOMAINS, ensure_dataset
+from scripts.phantom import DOMAINS
 
 __all__ = ["INITIALISATIONS", "main", "summarise"]
 
@@ -41,7 +49,6 @@ INITIALISATIONS: dict[str, list[str] | None] = {
 }
 # (treated, control) pairs reported as paired differences
 COMPARISONS = (("pgl", "random"), ("global", "random"), ("pgl", "global"))
-POOL_SEED, TEST_SEED, VALIDATION_SEED = 0, 1000, 2000
 # keys of a size profile that the pretraining config has too
 PRETRAINING_KEYS = ("pixdim", "roi_size", "network_def#channels", "num_workers")
 
@@ -92,14 +99,6 @@ def finetune_and_score(
     return scores
 
 
-def _cases(results: dict, key: tuple, domains: list[str]) -> np.ndarray:
-    """(seeds, cases) Dice of one (labelled, initialisation), the cases of ``domains`` side by side."""
-    per_seed = results[key]
-    return np.array(
-        [sum((list(per_seed[s][d]["dice"]) for d in domains), []) for s in sorted(per_seed, key=int)], dtype=float
-    )
-
-
 def summarise(results: dict, domains: list[str]) -> dict:
     """Per (labelled, initialisation) and domain: mean and std over seeds of the case mean; paired differences."""
     targets = [d for d in domains if d != "source"]
@@ -108,7 +107,7 @@ def summarise(results: dict, domains: list[str]) -> dict:
     for (labelled, initialisation) in results:
         row = {}
         for name, selected in groups.items():
-            per_seed = np.nanmean(_cases(results, (labelled, initialisation), selected), axis=1)
+            per_seed = np.nanmean(case_matrix(results[(labelled, initialisation)], selected), axis=1)
             row[name] = (float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan"))
         summary["dice"][f"{labelled}/{initialisation}"] = row
     for labelled in sorted({n for n, _ in results}):
@@ -116,7 +115,7 @@ def summarise(results: dict, domains: list[str]) -> dict:
             if (labelled, treated) in results and (labelled, control) in results:
                 summary["paired"][f"{labelled}/{treated}-{control}"] = {
                     name: paired_comparison(
-                        _cases(results, (labelled, treated), selected), _cases(results, (labelled, control), selected)
+                        case_matrix(results[(labelled, treated)], selected), case_matrix(results[(labelled, control)], selected)
                     )
                     for name, selected in (("source", ["source"]), ("unseen_mean", targets))
                 }
@@ -148,14 +147,6 @@ def _plot(summary: dict, labelled: list[int], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def _interval(paired: dict) -> str:
-    p = paired["p_wilcoxon"]
-    return (
-        f"{100 * paired['mean']:+.1f} [{100 * paired['low']:+.1f}, {100 * paired['high']:+.1f}] "
-        + (f"p={p:.3f}" if p >= 0.001 else "p<0.001")
-    )
 
 
 def write_report(
@@ -191,8 +182,8 @@ def write_report(
     ]
     for key, paired in summary["paired"].items():
         n, comparison = key.split("/")
-        lines.append(f"| {n} | {comparison.replace('-', ' - ')} | {_interval(paired['source'])} | "
-                     f"{_interval(paired['unseen_mean'])} |")
+        lines.append(f"| {n} | {comparison.replace('-', ' - ')} | {interval_text(paired['source'])} | "
+                     f"{interval_text(paired['unseen_mean'])} |")
     lines += ["", "## Cost per iteration", ""]
     finetune = [s["epoch_seconds"] / s["iterations"] for r in results.values() for s in r.values() if s["epoch_seconds"]]
     lines.append(
@@ -212,14 +203,9 @@ def write_report(
               "| labelled cases | initialisation | first | middle | last | last-3 change |", "|---|---|---|---|---|---|"]
     for n in labelled:
         for initialisation in INITIALISATIONS:
-            runs = results.get((n, initialisation), {})
-            curves = [[e["val_mean_dice"] for e in s.get("validation_curve", [])] for s in runs.values()]
-            curves = [c for c in curves if len(c) >= 3]
-            if curves:
-                length = min(len(c) for c in curves)
-                mean = np.mean([c[:length] for c in curves], axis=0)
-                lines.append(f"| {n} | {initialisation} | {mean[0]:.3f} | {mean[length // 2]:.3f} | {mean[-1]:.3f} | "
-                             f"{mean[-1] - mean[-3]:+.3f} |")
+            cells = convergence_cells(results.get((n, initialisation), {}))
+            if cells:
+                lines.append(f"| {n} | {initialisation} | " + " | ".join(cells) + " |")
     lines += ["", "![Dice against labelled cases](label_efficiency.png)", ""]
     docs_dir.mkdir(parents=True, exist_ok=True)
     (docs_dir / "label_efficiency.md").write_text("\n".join(lines) + "\n")
@@ -257,9 +243,7 @@ def main(
         raise ValueError(f"labelled counts must be in [1, {pool_cases}], got {counts}")
     overrides = profile_overrides(profile)
     work = Path(work_dir).resolve()
-    pool = ensure_dataset(work / "data" / "source_pool", "source", pool_cases, POOL_SEED)
-    validation = ensure_dataset(work / "data" / "source_val", "source", val_cases, VALIDATION_SEED)
-    tests = {d: str(ensure_dataset(work / "data" / f"{d}_test", d, test_cases, TEST_SEED)) for d in DOMAINS}
+    pool, validation, tests = benchmark_data(work, "source_pool", pool_cases, val_cases, test_cases)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     # pretraining: batch 1 case x 2 views per iteration, views_per_case 2: 2 * pool_cases iterations per epoch
     views_per_case = 2

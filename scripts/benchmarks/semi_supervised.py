@@ -24,9 +24,17 @@ import fire
 import numpy as np
 
 from scripts.benchmarks.profiles import profile_overrides
+from scripts.benchmarks.reporting import (
+    POOL_SEED,
+    TEST_SEED,
+    benchmark_data,
+    case_matrix,
+    convergence_cells,
+    interval_text,
+)
 from scripts.benchmarks.runs import epoch_seconds, score_once, train_once
 from scripts.evaluation.statistics import paired_comparison
-from scripts.phantom import DOMAINS, ensure_dataset
+from scripts.phantom import DOMAINS
 
 __all__ = ["PAIR_PROFILES", "VARIANTS", "main"]
 
@@ -60,7 +68,6 @@ PAIR_PROFILES: dict[str, dict] = {
     },
     "gpu": {"roi_size": [96, 96, 64]},
 }
-POOL_SEED, TEST_SEED, VALIDATION_SEED = 0, 1000, 2000
 # profile keys that do not apply to the pair (its subnetworks are set by PAIR_PROFILES)
 PAIR_EXCLUDED = ("network_def#channels",)
 
@@ -88,19 +95,6 @@ def train_and_score(
     return scores
 
 
-def _cases(results: dict, key: tuple, domains: list[str]) -> np.ndarray:
-    per_seed = results[key]
-    return np.array(
-        [sum((list(per_seed[s][d]["dice"]) for d in domains), []) for s in sorted(per_seed, key=int)], dtype=float
-    )
-
-
-def _interval(paired: dict) -> str:
-    p = paired["p_wilcoxon"]
-    return (f"{100 * paired['mean']:+.1f} [{100 * paired['low']:+.1f}, {100 * paired['high']:+.1f}] "
-            + (f"p={p:.3f}" if p >= 0.001 else "p<0.001"))
-
-
 def write_report(results: dict, fractions: list[float], docs_dir: Path, header: list[str]) -> dict:
     """``semi_supervised.md`` (tables, paired differences, cost, convergence) and ``semi_supervised.png``."""
     domains = list(DOMAINS)
@@ -116,7 +110,7 @@ def write_report(results: dict, fractions: list[float], docs_dir: Path, header: 
                 continue
             row = {}
             for name, selected in groups.items():
-                per_seed = np.nanmean(_cases(results, (fraction, variant), selected), axis=1)
+                per_seed = np.nanmean(case_matrix(results[(fraction, variant)], selected), axis=1)
                 row[name] = (float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan"))
             summary["dice"][f"{fraction}/{variant}"] = row
             cells = [f"{row[g][0]:.3f} +- {row[g][1]:.3f}" for g in groups]
@@ -128,12 +122,12 @@ def write_report(results: dict, fractions: list[float], docs_dir: Path, header: 
     for fraction in fractions:
         for treated, control in COMPARISONS:
             if (fraction, treated) in results and (fraction, control) in results:
-                paired = {name: paired_comparison(_cases(results, (fraction, treated), sel),
-                                                  _cases(results, (fraction, control), sel))
+                paired = {name: paired_comparison(case_matrix(results[(fraction, treated)], sel),
+                                                  case_matrix(results[(fraction, control)], sel))
                           for name, sel in (("source", ["source"]), ("unseen_mean", targets))}
                 summary["paired"][f"{fraction}/{treated}-{control}"] = paired
-                lines.append(f"| {fraction:.0%} | {treated} - {control} | {_interval(paired['source'])} | "
-                             f"{_interval(paired['unseen_mean'])} |")
+                lines.append(f"| {fraction:.0%} | {treated} - {control} | {interval_text(paired['source'])} | "
+                             f"{interval_text(paired['unseen_mean'])} |")
     lines += ["", "## Cost per iteration", "", "Seconds per iteration, median over runs, from the trainer's epoch "
               "times (validation excluded), same process settings:", ""]
     for variant in VARIANTS:
@@ -145,13 +139,9 @@ def write_report(results: dict, fractions: list[float], docs_dir: Path, header: 
               "the change over the last three.", "", "| labelled | variant | first | middle | last | last-3 change |",
               "|---|---|---|---|---|---|"]
     for (fraction, variant), runs in results.items():
-        curves = [[e["val_mean_dice"] for e in s.get("validation_curve", [])] for s in runs.values()]
-        curves = [c for c in curves if len(c) >= 3]
-        if curves:
-            length = min(len(c) for c in curves)
-            mean = np.mean([c[:length] for c in curves], axis=0)
-            lines.append(f"| {fraction:.0%} | {variant} | {mean[0]:.3f} | {mean[length // 2]:.3f} | {mean[-1]:.3f} | "
-                         f"{mean[-1] - mean[-3]:+.3f} |")
+        cells = convergence_cells(runs)
+        if cells:
+            lines.append(f"| {fraction:.0%} | {variant} | " + " | ".join(cells) + " |")
     lines += ["", "![Dice per variant](semi_supervised.png)", ""]
     docs_dir.mkdir(parents=True, exist_ok=True)
     (docs_dir / "semi_supervised.md").write_text("\n".join(lines) + "\n")
@@ -216,9 +206,7 @@ def main(
     evaluation.update({"network_def": _pair_network_def(pair), **({"roi_size": pair["roi_size"]} if "roi_size" in pair
                                                                  else {})})
     work = Path(work_dir).resolve()
-    pool = ensure_dataset(work / "data" / "source_pool", "source", pool_cases, POOL_SEED)
-    validation = ensure_dataset(work / "data" / "source_val", "source", val_cases, VALIDATION_SEED)
-    tests = {d: str(ensure_dataset(work / "data" / f"{d}_test", d, test_cases, TEST_SEED)) for d in DOMAINS}
+    pool, validation, tests = benchmark_data(work, "source_pool", pool_cases, val_cases, test_cases)
     datalist = pool / "dataset.json"
     threads = max(1, (os.cpu_count() or 1) // jobs)
     tasks = []
