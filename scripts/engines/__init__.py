@@ -4,6 +4,7 @@ from .appearance import RandGlobalIntensityNetwork
 from .consistency_pretrainer import ConsistencyPretrainer, frozen_copy, pretraining_terms
 from .corruption import RandUncertaintyCorruption, uncertainty_region
 from .dual_ssl_trainer import DualSSLTrainer, loss_terms
+from .polycl_pretrainer import PolyCLPretrainer, polycl_terms
 from .features import capture_features, capture_inputs, capture_stages
 from .random_state import LazyDeviceGenerator, global_rng_state, set_global_rng_state
 from .sampling import VoxelSamples, gather_voxels, sample_structure_voxels
@@ -15,6 +16,7 @@ __all__ = [
     "ConsistencyPretrainer",
     "DualSSLTrainer",
     "LazyDeviceGenerator",
+    "PolyCLPretrainer",
     "RandGlobalIntensityNetwork",
     "RandUncertaintyCorruption",
     "TwoNetworkSemiSupervisedTrainer",
@@ -29,6 +31,7 @@ __all__ = [
     "gather_voxels",
     "global_rng_state",
     "loss_terms",
+    "polycl_terms",
     "pretraining_terms",
     "run_single_case",
     "sample_structure_voxels",

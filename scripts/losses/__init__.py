@@ -2,6 +2,7 @@
 
 from .cosine_consistency import CosineConsistencyLoss, normalised_feature_std
 from .masked_restoration import MaskedL1Loss
+from .polycl import PolyCLLoss
 from .semi_supervised import (
     PrototypeContrastiveLoss,
     confident_disagreement,
@@ -14,6 +15,7 @@ from .structure_contrastive import StructureContrastiveLoss
 __all__ = [
     "CosineConsistencyLoss",
     "MaskedL1Loss",
+    "PolyCLLoss",
     "PrototypeContrastiveLoss",
     "StructureContrastiveLoss",
     "confident_disagreement",

@@ -1,9 +1,11 @@
-"""Networks of the bundle: the segmentation network (``network_def``) the training-only DualSSL and consistency-pretraining heads, the ONNX Runtime backend of inference."""
+"""Networks of the bundle: the segmentation network (``network_def``) the training-only DualSSL and consistency-pretraining heads, PolyCL's projection head, the slice-wise wrapper of a 2D network, the ONNX Runtime backend of inference."""
 
 from .averaged_pair import SoftmaxAveragedPair
 from .consistency_heads import ConsistencyHeads
 from .dual_ssl_heads import DualSSLHeads
 from .onnx_backend import BACKENDS, OnnxRuntimeNetwork, inference_backend
+from .projection_head import ProjectionHead
 from .residual_unet import ResidualUNet
+from .slice_wise import SliceWiseNetwork
 
-__all__ = ["BACKENDS", "ConsistencyHeads", "DualSSLHeads", "OnnxRuntimeNetwork", "ResidualUNet", "SoftmaxAveragedPair", "inference_backend"]
+__all__ = ["BACKENDS", "ConsistencyHeads", "DualSSLHeads", "OnnxRuntimeNetwork", "ProjectionHead", "ResidualUNet", "SliceWiseNetwork", "SoftmaxAveragedPair", "inference_backend"]
