@@ -1,4 +1,4 @@
-"""Transforms of the pancreas_ct_dualssl bundle: input check, structure maps for DualSSL, inference outputs."""
+"""Transforms of the pancreas_ct_dualssl bundle: input check, structure maps for DualSSL, inference outputs, SAM box refinement."""
 
 from .check_image import CheckImaged
 from .entropy import PredictiveEntropyd, predictive_entropy
@@ -9,6 +9,7 @@ from .original_label import OriginalLabeld
 from .paired_views import RandPairedViewsd
 from .quality import PredictionQualityd, prediction_quality
 from .resample_to_input import ResampleToInputd, resample_to_grid
+from .sam_refinement import SamBoxRefined, slice_boxes
 from .save_case import SaveCaseImaged
 from .structure_maps import PancreasStructureMapsd
 
@@ -23,10 +24,12 @@ __all__ = [
     "PredictiveEntropyd",
     "RandPairedViewsd",
     "ResampleToInputd",
+    "SamBoxRefined",
     "SaveCaseImaged",
     "compact_copy",
     "largest_component",
     "prediction_quality",
     "predictive_entropy",
     "resample_to_grid",
+    "slice_boxes",
 ]
