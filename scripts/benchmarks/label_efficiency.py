@@ -82,8 +82,11 @@ def finetune_and_score(
     profile: str,
     overrides: dict,
     threads: int,
+    configs: tuple[str, ...] = ("train.yaml", "baseline.yaml"),
+    score_overrides: dict | None = None,
 ) -> dict:
-    """Fine-tune (supervised) from ``checkpoint`` (None: random initialisation), then score on every test set."""
+    """Fine-tune (supervised: ``configs``) from ``checkpoint`` (None: random initialisation), then score on every
+    test set (``score_overrides``: config overrides of the evaluator, e.g. for another network)."""
     settings = {
         "datalist_file": str(datalist),
         "val_datalist_file": str(validation / "dataset.json"),
@@ -93,14 +96,15 @@ def finetune_and_score(
     }
     if checkpoint is not None:
         settings["pretrained_checkpoint"] = checkpoint
-    seconds = train_once(["train.yaml", "baseline.yaml"], settings, run_dir, threads)
-    scores = score_once(run_dir, profile, tests, threads, seconds)
+    seconds = train_once(list(configs), settings, run_dir, threads)
+    scores = score_once(run_dir, profile, tests, threads, seconds, score_overrides)
     scores["epoch_seconds"] = epoch_seconds(run_dir / "train.log")
     return scores
 
 
-def summarise(results: dict, domains: list[str]) -> dict:
-    """Per (labelled, initialisation) and domain: mean and std over seeds of the case mean; paired differences."""
+def summarise(results: dict, domains: list[str], comparisons: tuple = COMPARISONS) -> dict:
+    """Per (labelled, initialisation) and domain: mean and std over seeds of the case mean; paired differences of
+    the (treated, control) ``comparisons``."""
     targets = [d for d in domains if d != "source"]
     groups = {"source": ["source"], "unseen_mean": targets, **{d: [d] for d in targets}}
     summary: dict = {"dice": {}, "paired": {}}
@@ -111,7 +115,7 @@ def summarise(results: dict, domains: list[str]) -> dict:
             row[name] = (float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan"))
         summary["dice"][f"{labelled}/{initialisation}"] = row
     for labelled in sorted({n for n, _ in results}):
-        for treated, control in COMPARISONS:
+        for treated, control in comparisons:
             if (labelled, treated) in results and (labelled, control) in results:
                 summary["paired"][f"{labelled}/{treated}-{control}"] = {
                     name: paired_comparison(
@@ -122,7 +126,7 @@ def summarise(results: dict, domains: list[str]) -> dict:
     return summary
 
 
-def _plot(summary: dict, labelled: list[int], path: Path) -> None:
+def _plot(summary: dict, labelled: list[int], path: Path, initialisations: tuple = tuple(INITIALISATIONS)) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,7 +134,7 @@ def _plot(summary: dict, labelled: list[int], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
     for ax, domain in zip(axes, ("source", "unseen_mean")):
-        for offset, initialisation in enumerate(INITIALISATIONS):
+        for offset, initialisation in enumerate(initialisations):
             rows = [summary["dice"].get(f"{n}/{initialisation}") for n in labelled]
             x = [n * (1 + 0.04 * (offset - 1)) for n, r in zip(labelled, rows) if r]
             means = [r[domain][0] for r in rows if r]
@@ -150,10 +154,19 @@ def _plot(summary: dict, labelled: list[int], path: Path) -> None:
 
 
 def write_report(
-    results: dict, pretraining: dict, labelled: list[int], domains: list[str], docs_dir: Path, header: list[str]
+    results: dict,
+    pretraining: dict,
+    labelled: list[int],
+    domains: list[str],
+    docs_dir: Path,
+    header: list[str],
+    initialisations: tuple = tuple(INITIALISATIONS),
+    comparisons: tuple = COMPARISONS,
+    name: str = "label_efficiency",
 ) -> dict:
-    """``label_efficiency.md`` and ``label_efficiency.png``; returns the summary."""
-    summary = summarise(results, domains)
+    """``<name>.md``, ``<name>_summary.json`` and ``<name>.png`` in ``docs_dir`` (rows in the order of
+    ``initialisations``, paired differences of ``comparisons``); returns the summary."""
+    summary = summarise(results, domains, comparisons)
     columns = ["source", "unseen_mean"] + [d for d in domains if d != "source"]
     lines = header + [
         "",
@@ -165,7 +178,7 @@ def write_report(
         "|---" * (2 + len(columns)) + "|",
     ]
     for n in labelled:
-        for initialisation in INITIALISATIONS:
+        for initialisation in initialisations:
             row = summary["dice"].get(f"{n}/{initialisation}")
             if row:
                 cells = [f"{row[c][0]:.3f} +- {row[c][1]:.3f}" for c in columns]
@@ -202,15 +215,15 @@ def write_report(
               "validation (mean over seeds); change over the last three validations (flat: near 0).", "",
               "| labelled cases | initialisation | first | middle | last | last-3 change |", "|---|---|---|---|---|---|"]
     for n in labelled:
-        for initialisation in INITIALISATIONS:
+        for initialisation in initialisations:
             cells = convergence_cells(results.get((n, initialisation), {}))
             if cells:
                 lines.append(f"| {n} | {initialisation} | " + " | ".join(cells) + " |")
-    lines += ["", "![Dice against labelled cases](label_efficiency.png)", ""]
+    lines += ["", f"![Dice against labelled cases]({name}.png)", ""]
     docs_dir.mkdir(parents=True, exist_ok=True)
-    (docs_dir / "label_efficiency.md").write_text("\n".join(lines) + "\n")
-    (docs_dir / "label_efficiency_summary.json").write_text(json.dumps(summary, indent=1))
-    _plot(summary, labelled, docs_dir / "label_efficiency.png")
+    (docs_dir / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (docs_dir / f"{name}_summary.json").write_text(json.dumps(summary, indent=1))
+    _plot(summary, labelled, docs_dir / f"{name}.png", initialisations)
     return summary
 
 

@@ -11,10 +11,12 @@ import numpy as np
 from scripts.bundle import bundle_parser
 from scripts.transforms import ForegroundProbabilityd, SamBoxRefined
 from tests.bundle_cli import BUNDLE_ROOT
-from tests.inference.test_inference_io import TINY_NET, _ct_volume, _nifti, threshold_model  # noqa: F401 (fixture)
+from tests.inference import test_inference_io
+from tests.inference.test_inference_io import TINY_NET, _ct_volume, _nifti
 from tests.transforms.test_sam_refinement import RecordingBoxPredictor
 
 LPS = np.array([[-2.0, 0, 0, 30], [0, -2.0, 0, 20], [0, 0, 2.0, -10], [0, 0, 0, 1]])
+threshold_model = test_inference_io.threshold_model  # the 3D threshold model fixture
 # an L in slices 2..5: rows (x) 4..8 at columns (y) 5..9, and rows 4..5 out to column 13
 L_SHAPE = [(slice(4, 9), slice(5, 10), slice(2, 6)), (slice(4, 6), slice(10, 14), slice(2, 6))]
 
