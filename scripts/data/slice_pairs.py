@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.transforms import Randomizable
 from torch.utils.data import Dataset
 
 __all__ = ["STRATEGIES", "SliceBank", "SlicePairDataset", "pair_candidates"]
@@ -147,10 +148,11 @@ class SliceBank:
         return len(self.images)
 
 
-class SlicePairDataset(Dataset):
+class SlicePairDataset(Dataset, Randomizable):
     """
     One (anchor, positive, negative) slice triplet per valid anchor of a ``SliceBank``; the positive and negative
-    are drawn at random (uniformly among the allowed slices of ``pair_candidates``) at every access.
+    are drawn at random (uniformly among the allowed slices of ``pair_candidates``) at every access, from the
+    dataset's own generator (``Randomizable``: MONAI's ``DataLoader`` gives each worker its own seed).
 
     Args:
         bank: the slices.
@@ -169,7 +171,7 @@ class SlicePairDataset(Dataset):
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
         self.bank = bank
         self.strategy = strategy
-        self.rng = np.random.default_rng(seed)
+        self.set_random_state(seed)
         self.candidates: list[tuple[int, np.ndarray, np.ndarray]] = []
         for anchor in range(len(bank)):
             positives, negatives = pair_candidates(bank.scan_ids, bank.presence, anchor, strategy)
@@ -189,7 +191,10 @@ class SlicePairDataset(Dataset):
     def draw(self, index: int) -> tuple[int, int, int]:
         """The bank indices (anchor, positive, negative) of a fresh draw for the ``index``-th valid anchor."""
         anchor, positives, negatives = self.candidates[index]
-        return anchor, int(self.rng.choice(positives)), int(self.rng.choice(negatives))
+        return anchor, int(self.R.choice(positives)), int(self.R.choice(negatives))
+
+    def randomize(self, data: Any = None) -> None:
+        """Nothing to draw ahead: ``draw`` draws at every access."""
 
     def __len__(self) -> int:
         return len(self.candidates)

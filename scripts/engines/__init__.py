@@ -4,8 +4,8 @@ from .appearance import RandGlobalIntensityNetwork
 from .consistency_pretrainer import ConsistencyPretrainer, frozen_copy, pretraining_terms
 from .corruption import RandUncertaintyCorruption, uncertainty_region
 from .dual_ssl_trainer import DualSSLTrainer, loss_terms
-from .polycl_pretrainer import PolyCLPretrainer, polycl_terms
 from .features import capture_features, capture_inputs, capture_stages
+from .polycl_pretrainer import PolyCLPretrainer, polycl_terms
 from .random_state import LazyDeviceGenerator, global_rng_state, set_global_rng_state
 from .sampling import VoxelSamples, gather_voxels, sample_structure_voxels
 from .semi_supervised_trainer import TwoNetworkSemiSupervisedTrainer, TwoStreamLoader, semi_supervised_terms
