@@ -35,7 +35,7 @@ from scripts.benchmarks.reporting import (
     convergence_cells,
     interval_text,
 )
-from scripts.benchmarks.runs import epoch_seconds, score_once, train_once
+from scripts.benchmarks.runs import epoch_seconds, logged_values, score_once, train_once
 from scripts.evaluation.statistics import paired_comparison
 from scripts.phantom import DOMAINS
 
@@ -69,6 +69,7 @@ def pretrain(initialisation: str, seed: int, pool: Path, run_dir: Path, override
     return {
         "checkpoint": str(run_dir / "models" / "checkpoint_final.pt"),
         "epoch_seconds": epoch_seconds(run_dir / "train.log"),
+        "loss_curve": logged_values(run_dir / "train.log", "loss"),
     }
 
 
@@ -153,6 +154,41 @@ def _plot(summary: dict, labelled: list[int], path: Path, initialisations: tuple
     plt.close(fig)
 
 
+def _plot_curves(results: dict, pretraining: dict, labelled: list[int], path: Path, initialisations: tuple) -> None:
+    """Pretraining loss per iteration (one line per run) and the fine-tuning runs' source validation Dice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    colors = plt.get_cmap("tab10")
+    for index, (initialisation, runs) in enumerate(pretraining.items()):
+        for seed_index, run in enumerate(runs.values()):
+            curve = run.get("loss_curve", [])
+            left.plot(range(1, len(curve) + 1), curve, color=colors(index), alpha=0.7,
+                      label=initialisation if seed_index == 0 else None)
+    left.set_xlabel("pretraining iteration")
+    left.set_ylabel("consistency loss (2 - 2 cos)")
+    left.set_title("Pretraining: one line per seed")
+    left.legend()
+    for index, initialisation in enumerate(initialisations):
+        for style, n in zip(("-", "--", ":", "-."), labelled):
+            for seed_index, scores in enumerate(results.get((n, initialisation), {}).values()):
+                curve = scores.get("validation_curve", [])
+                right.plot([e["iteration"] for e in curve], [e["val_mean_dice"] for e in curve], color=colors(index),
+                           linestyle=style, alpha=0.6,
+                           label=f"{initialisation}, {n} cases" if seed_index == 0 else None)
+    right.set_xlabel("fine-tuning iteration")
+    right.set_ylabel("source validation Dice")
+    right.set_ylim(0, 1)
+    right.set_title("Fine-tuning: one line per seed")
+    right.legend(fontsize=6, ncol=3, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_report(
     results: dict,
     pretraining: dict,
@@ -219,11 +255,13 @@ def write_report(
             cells = convergence_cells(results.get((n, initialisation), {}))
             if cells:
                 lines.append(f"| {n} | {initialisation} | " + " | ".join(cells) + " |")
-    lines += ["", f"![Dice against labelled cases]({name}.png)", ""]
+    lines += ["", f"![Dice against labelled cases]({name}.png)", "",
+              f"![pretraining loss and fine-tuning validation curves]({name}_curves.png)", ""]
     docs_dir.mkdir(parents=True, exist_ok=True)
     (docs_dir / f"{name}.md").write_text("\n".join(lines) + "\n")
     (docs_dir / f"{name}_summary.json").write_text(json.dumps(summary, indent=1))
     _plot(summary, labelled, docs_dir / f"{name}.png", initialisations)
+    _plot_curves(results, pretraining, labelled, docs_dir / f"{name}_curves.png", initialisations)
     return summary
 
 

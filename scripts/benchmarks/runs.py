@@ -16,7 +16,7 @@ from pathlib import Path
 from scripts.benchmarks.scores import evaluation_version
 from scripts.bundle import BUNDLE_ROOT, config_files
 
-__all__ = ["bundle_run_args", "epoch_seconds", "run_logged", "score_once", "train_once"]
+__all__ = ["bundle_run_args", "epoch_seconds", "logged_values", "run_logged", "score_once", "train_once"]
 
 EPOCH_TIME = re.compile(r"Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
 
@@ -53,6 +53,13 @@ def epoch_seconds(log: Path) -> float:
         epoch, hours, minutes, seconds = match.groups()
         epochs[int(epoch)] = 3600 * int(hours) + 60 * int(minutes) + float(seconds)
     return float(sum(epochs.values()))
+
+
+def logged_values(log: Path, name: str) -> list[float]:
+    """Every value the StatsHandler logged for ``name`` (``"<name>: <value>"``, per iteration) in a training log,
+    in order; ``name`` must be the whole key (``loss`` does not match ``loss_decoder0``)."""
+    pattern = re.compile(rf"(?<![\w]){re.escape(name)}: (-?[0-9.]+(?:e-?[0-9]+)?)")
+    return [float(v) for v in pattern.findall(log.read_text() if log.is_file() else "")]
 
 
 def train_once(configs: list[str], settings: dict, run_dir: Path, threads: int) -> float:
