@@ -292,7 +292,8 @@ def main(
     counts = [int(n) for n in (labelled.split(",") if isinstance(labelled, str) else labelled)]
     if any(not 1 <= n <= pool_cases for n in counts):
         raise ValueError(f"labelled counts must be in [1, {pool_cases}], got {counts}")
-    overrides = profile_overrides(profile)
+    # the iteration budget sets max_epochs and val_interval of every run
+    overrides = {k: v for k, v in profile_overrides(profile).items() if k not in ("max_epochs", "val_interval")}
     work = Path(work_dir).resolve()
     pool, validation, tests = benchmark_data(work, "source_pool", pool_cases, val_cases, test_cases)
     threads = max(1, (os.cpu_count() or 1) // jobs)

@@ -70,6 +70,8 @@ PAIR_PROFILES: dict[str, dict] = {
 }
 # profile keys that do not apply to the pair (its subnetworks are set by PAIR_PROFILES)
 PAIR_EXCLUDED = ("network_def#channels",)
+# set per run from the iteration budget
+BUDGET_KEYS = ("max_epochs", "val_interval")
 
 
 def _pair_network_def(pair: dict) -> dict:
@@ -200,7 +202,7 @@ def main(
     values = [float(f) for f in (fractions.split(",") if isinstance(fractions, str) else fractions)]
     if any(not 0 < f <= 1 or round(f * pool_cases) < 1 for f in values):
         raise ValueError(f"fractions must be in (0, 1] and label at least one of {pool_cases} cases, got {values}")
-    overrides = {k: v for k, v in profile_overrides(profile).items() if k not in PAIR_EXCLUDED}
+    overrides = {k: v for k, v in profile_overrides(profile).items() if k not in PAIR_EXCLUDED + BUDGET_KEYS}
     pair = PAIR_PROFILES.get(profile, {})
     evaluation = {k: v for k, v in profile_overrides(profile, evaluation=True).items() if k not in PAIR_EXCLUDED}
     evaluation.update({"network_def": _pair_network_def(pair), **({"roi_size": pair["roi_size"]} if "roi_size" in pair
