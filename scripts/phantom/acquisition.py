@@ -60,12 +60,30 @@ TISSUE_HU: dict[str, tuple[float, float, float]] = {
 }
 """Tissue Hounsfield units per contrast phase (order of ``PHASES``)."""
 
+EXTRA_TISSUE_HU: dict[str, tuple[float, float, float]] = {
+    # tissues of the whole-abdomen anatomy only, as TISSUE_HU; their per-patient values are drawn after those of
+    # TISSUE_HU and only for a patient that uses one of them, so upper-abdomen cases keep their random stream
+    "lung": (-860, -860, -860),
+    "blood": (40, 260, 160),  # heart chambers and pulmonary vessels
+    "myocardium": (45, 110, 100),
+    "cartilage": (110, 110, 110),  # costal cartilage
+    "oral_contrast": (300, 300, 300),  # positive oral contrast in the small bowel
+    "oral_contrast_dilute": (120, 120, 120),
+    "lymph_node": (40, 70, 75),
+    "table_shell": (250, 250, 250),  # carbon-fibre skin of the table top
+    "table_core": (-900, -900, -900),  # its foam core
+}
+"""Tissue Hounsfield units per contrast phase of the whole-abdomen anatomy's extra tissues."""
+
 TEXTURE_HU: dict[str, tuple[float, float, float]] = {
     # amplitude (HU) of the tissue's unit-variance texture pattern per phase
     "pancreas": (5, 9, 8),
     "liver": (3, 4, 5),
     "spleen": (3, 25, 5),
     "feces": (35, 35, 35),
+    "lung": (25, 25, 25),
+    "oral_contrast": (40, 40, 40),
+    "oral_contrast_dilute": (20, 20, 20),
 }
 """Texture amplitude per tissue and phase (heterogeneous arterial spleen, lobular pancreas, mottled faeces)."""
 
@@ -93,18 +111,21 @@ def kvp_gains(kvp: float) -> tuple[float, float, float]:
     return 1.0 + 0.0165 * drop, 1.0 + 0.0075 * drop, 1.0 + 0.0025 * drop
 
 
-def tissue_values(phase: Phase, kvp: float, rng: np.random.Generator) -> tuple[dict[str, float], dict[str, float]]:
+def tissue_values(
+    phase: Phase, kvp: float, rng: np.random.Generator, extra_tissues: bool = False
+) -> tuple[dict[str, float], dict[str, float]]:
     """Per-patient tissue HU and texture amplitudes for ``phase`` at tube voltage ``kvp``.
 
     Each tissue's unenhanced value is jittered by a few HU and its enhancement (phase value minus
     unenhanced value) is scaled by a patient bolus factor and a small per-tissue factor; the
     tube voltage scales iodine enhancement, bone (unenhanced HU > 200) and fat (unenhanced HU < 0).
+    ``extra_tissues`` adds ``EXTRA_TISSUE_HU`` (drawn after ``TISSUE_HU``, with the same bolus).
     """
     p = PHASES.index(phase)
     iodine, calcium, fat = kvp_gains(kvp)
     bolus = rng.uniform(0.85, 1.15)
     values = {}
-    for tissue, hu in TISSUE_HU.items():
+    for tissue, hu in ({**TISSUE_HU, **EXTRA_TISSUE_HU} if extra_tissues else TISSUE_HU).items():
         base = hu[0] + (rng.normal(0.0, 0.03 * abs(hu[0]) + 3.0) if tissue != "air" else 0.0)
         if tissue != "air":
             base *= calcium if hu[0] > 200 else fat if hu[0] < 0 else 1.0
@@ -117,7 +138,9 @@ def scan_grid(patient: Patient, domain: AcquisitionDomain, rng: np.random.Genera
     """Fine render grid of one scan and its z sub-sampling factor k (output slice j = fine slice k*j + k//2).
 
     The in-plane field of view is centred on the body with a small random shift; the z coverage is a
-    random length in ``domain.z_extent_mm`` placed at random so that the pancreas stays inside.
+    random length in ``domain.z_extent_mm`` (or the patient's own ``z_coverage_mm``) placed at random so that the
+    pancreas (and the patient's ``z_required_mm``) stays inside, and inside the patient's ``z_limits_mm`` where it
+    has them.
     """
     sx, sy, sz = domain.spacing
     nx, ny = round(domain.fov_mm[0] / sx), round(domain.fov_mm[1] / sy)
@@ -126,9 +149,16 @@ def scan_grid(patient: Patient, domain: AcquisitionDomain, rng: np.random.Genera
     for d, n, s in ((0, nx, sx), (1, ny, sy)):  # keep the pancreas inside the field of view
         half = 0.5 * (n - 1) * s - XY_MARGIN_MM
         centre[d] = float(np.clip(centre[d], phi[d] - half, plo[d] + half))
-    length = max(rng.uniform(*domain.z_extent_mm), phi[2] - plo[2] + 2 * Z_MARGIN_MM + sz)
+    z_lo, z_hi = plo[2], phi[2]  # what the coverage must contain
+    if patient.z_required_mm is not None:
+        z_lo, z_hi = min(z_lo, patient.z_required_mm[0]), max(z_hi, patient.z_required_mm[1])
+    z_extent = domain.z_extent_mm if patient.z_coverage_mm is None else patient.z_coverage_mm
+    length = max(rng.uniform(*z_extent), z_hi - z_lo + 2 * Z_MARGIN_MM + sz)
     nz = math.ceil(length / sz)
-    first_lo, first_hi = phi[2] + Z_MARGIN_MM - (nz - 1) * sz, plo[2] - Z_MARGIN_MM
+    first_lo, first_hi = z_hi + Z_MARGIN_MM - (nz - 1) * sz, z_lo - Z_MARGIN_MM
+    if patient.z_limits_mm is not None:  # the pancreas constraint wins where both cannot hold
+        first_lo = min(max(first_lo, patient.z_limits_mm[0]), first_hi)
+        first_hi = max(min(first_hi, patient.z_limits_mm[1] - (nz - 1) * sz), first_lo)
     first = rng.uniform(first_lo, max(first_lo, first_hi))
     k = max(1, math.ceil(sz / FINE_SLICE_MM - 1e-6))
     dz = sz / k
@@ -219,7 +249,8 @@ def scan(patient: Patient, domain: AcquisitionDomain, rng: np.random.Generator, 
     """Acquire ``patient`` with ``domain``; the label is pancreas occupancy >= 0.5 after slice integration."""
     fine, k = scan_grid(patient, domain, rng)
     layers = render_patient(patient, fine)
-    values, textures = tissue_values(domain.phase, domain.kvp, rng)
+    extra = any(part.tissue in EXTRA_TISSUE_HU for structure in patient.structures for part in structure.parts)
+    values, textures = tissue_values(domain.phase, domain.kvp, rng, extra_tissues=extra)
     dz = fine.spacing[2]
     image = slice_integrate(layers.paint(values, textures, fill=AIR_HU), domain.slice_thickness, dz, k)
     pancreas = slice_integrate(layers.organ_occupancy("pancreas"), domain.slice_thickness, dz, k) >= 0.5

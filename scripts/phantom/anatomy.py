@@ -1,6 +1,6 @@
 """Random patient anatomy of the upper abdomen around the pancreas, in world millimetres.
 
-``sample_patient(rng)`` draws one patient as an ordered list of implicit ``Structure`` s (grid
+``UpperAbdomenBuilder(rng).patient()`` draws one patient as an ordered list of implicit ``Structure`` s (grid
 independent, world RAS+ mm: +x patient Right, +y Anterior, +z Superior; z = 0 is roughly the
 level of the pancreatic neck, x = 0 the midline and y = 0 the centre of the abdominal cavity).
 ``render_patient(patient, grid)`` evaluates them on a voxel grid as soft partial-volume layers,
@@ -12,6 +12,8 @@ duodenal C-loop right of the superior mesenteric vein, the neck and body cross a
 SMA and aorta with the splenic vein along their posterior border, the tail rises towards the
 splenic hilum in front of the left kidney, and stomach, bowel loops and vessels abut the gland.
 Soft organs (bowel) are painted first so that solid organs and vessels displace them.
+``scripts.phantom.anatomies`` names this anatomy ``"upper_abdomen"``; ``scripts.phantom.whole_abdomen``
+extends the builder from the lung bases to the pelvis.
 """
 
 from __future__ import annotations
@@ -60,10 +62,18 @@ ORGAN_LABELS: dict[str, int] = {
     "inferior_vena_cava": 12,
     "portal_splenic_vein": 13,  # portal vein, superior mesenteric vein, splenic vein and intrahepatic portal branches
     "other_vessel": 14,  # SMA, coeliac branches, renal and hepatic veins, mesenteric branches
-    "bone": 15,
-    "muscle": 16,
-    "fat": 17,  # subcutaneous, visceral and renal sinus fat
-    "other": 18,  # skin, intervertebral discs, spinal canal, adrenal glands, common bile duct, renal pelvis
+    "bone": 15,  # vertebrae; whole abdomen also: ribs, sternum, sacrum, iliac and pubic bones, femora, humeri
+    "muscle": 16,  # body wall, paraspinal, psoas, crura; whole abdomen also: diaphragm, iliacus, gluteal, arms
+    "fat": 17,  # subcutaneous, visceral and renal sinus fat; whole abdomen also: pericardial and mediastinal fat
+    # other: skin, intervertebral discs, spinal canal, adrenal glands, common bile duct, renal pelvis;
+    # whole abdomen also: costal cartilage, oesophagus, uterus or prostate
+    "other": 18,
+    # labels appended for the whole-abdomen anatomy (scripts.phantom.whole_abdomen); rectum and caecum are
+    # "colon", the scanner table is "background"
+    "lung": 19,  # lung bases, with their intrapulmonary vessels
+    "heart": 20,  # myocardium and blood pool (the pericardial fat around it is "fat")
+    "urinary_bladder": 21,  # wall and urine
+    "lymph_node": 22,  # retroperitoneal, iliac and mesenteric nodes
 }
 """Multi-organ label table used with ``organ_labels=True``; the pancreas is always 1."""
 
@@ -96,6 +106,12 @@ class Patient:
     pancreas_bounds: Bounds  # conservative box around every voxel the pancreas can occupy
     diameter_mm: float  # water-equivalent-like body diameter, used for the noise level
     spine_xy: tuple[float, float]  # in-plane centre of the vertebral bodies, where streak artefacts originate
+    # world z interval (lo, hi) mm the anatomy models, which every scan's coverage must stay inside (None: unbounded)
+    z_limits_mm: tuple[float, float] | None = None
+    # (min, max) length mm of the random cranio-caudal coverage, replacing the domain's z_extent_mm (None: the domain's)
+    z_coverage_mm: tuple[float, float] | None = None
+    # world z interval (lo, hi) mm every scan must contain besides the pancreas, e.g. the liver dome (None: nothing)
+    z_required_mm: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,7 +238,7 @@ def _anterior_of(y: float) -> HalfSpace:
     return HalfSpace(np.array([0.0, y, 0.0]), np.array([0.0, -1.0, 0.0]))
 
 
-def _superellipse_radius(shape: SuperEllipse, angle_deg: float) -> float:
+def superellipse_radius(shape: SuperEllipse, angle_deg: float) -> float:
     """Distance (mm) from the centre of ``shape`` to its boundary along the in-plane direction ``angle_deg``."""
     dx, dy = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
     b = shape.b_anterior if dy > 0 else shape.b_posterior
@@ -230,12 +246,24 @@ def _superellipse_radius(shape: SuperEllipse, angle_deg: float) -> float:
     return 1.0 / ((abs(dx) / shape.a) ** p + (abs(dy) / b) ** p) ** (1.0 / p)
 
 
-class _Builder:
-    """Draws one patient; attributes hold the landmarks shared between organs (world mm)."""
+class UpperAbdomenBuilder:
+    """Draws one upper-abdomen patient; attributes hold the landmarks shared between organs (world mm).
 
-    def __init__(self, rng: np.random.Generator):
+    Args:
+        rng: the random stream every draw comes from (``patient()`` consumes it).
+        paint_order: names of the paint groups, lowest priority first (a subclass adds its own groups).
+
+    Raises:
+        ValueError: if ``paint_order`` lacks one of ``PAINT_ORDER``.
+    """
+
+    def __init__(self, rng: np.random.Generator, paint_order: tuple[str, ...] = PAINT_ORDER):
+        missing = [name for name in PAINT_ORDER if name not in paint_order]
+        if missing:
+            raise ValueError(f"paint_order must contain every group of PAINT_ORDER, missing {missing}")
         self.rng = rng
-        self.groups: dict[str, list[Structure]] = {name: [] for name in PAINT_ORDER}
+        self.paint_order = tuple(paint_order)
+        self.groups: dict[str, list[Structure]] = {name: [] for name in self.paint_order}
         self.group = PAINT_ORDER[0]
 
     # small helpers -------------------------------------------------------------------------
@@ -308,6 +336,8 @@ class _Builder:
         rx, ry = self.vb_axes
         period, disc = u(31, 36), u(6, 9)
         phase = u(0, period)
+        # vertebral body k spans z in [phase + k * period, phase + (k + 1) * period - disc], its discs the gaps
+        self.spine_period, self.spine_phase, self.disc_mm = period, phase, disc
         bodies = ZPeriodic(period, period - disc, phase)
         cortical = u(1.2, 2.2)
         self.add(
@@ -321,6 +351,7 @@ class _Builder:
         )
         r_canal = u(7, 9)
         canal_y = self.yv - ry - r_canal - 1
+        self.psoas_end: dict[int, tuple[np.ndarray, float]] = {}  # side -> (lowest control point, its radius)
         arches = ZPeriodic(period, 0.6 * period, phase + 0.1 * period)
         self.add(
             Intersection((EllipticCylinder((0.0, canal_y), (r_canal + 6, r_canal + 5)), arches)),
@@ -352,14 +383,17 @@ class _Builder:
             ys = np.full(4, self.yv - 1) + self.rng.normal(0, 2, 4)
             pts = np.stack([side * (rx + 2 + 0.8 * radii), ys, zs], axis=1)
             self.add(Tube.through(pts, radii, step=10.0), Part("muscle", "muscle"))
+            self.psoas_end[side] = (pts[-1], float(radii[-1]))
         self.add(EllipticCylinder((0.0, canal_y), (r_canal, 0.85 * r_canal)), Part("csf", "other"))
         self.ribs()
 
     def ribs(self) -> None:
         """Lower ribs running obliquely in the body wall (posterior-superior to lateral-inferior)."""
         u = self.u
+        self.rib_top_z: dict[int, float] = {}  # side -> z (mm) of the posterior end of the highest rib drawn
         for side in (1, -1):
             z_top = u(70, 100)
+            self.rib_top_z[side] = z_top
             for k in range(3):
                 theta0, theta1 = u(25, 35), u(85, 125) - 20 * k
                 thetas = np.linspace(theta0, theta1, 6)
@@ -367,8 +401,8 @@ class _Builder:
                 pts = []
                 for th in thetas:
                     ang = -90.0 + th if side > 0 else -90.0 - th  # from the posterior midline towards the side
-                    r_in = _superellipse_radius(self.cavity, ang)
-                    r_out = _superellipse_radius(self.muscle_outer, ang)
+                    r_in = superellipse_radius(self.cavity, ang)
+                    r_out = superellipse_radius(self.muscle_outer, ang)
                     rr = 0.5 * (r_in + r_out)
                     z = z_top - (th - theta0) * drop
                     pts.append([rr * math.cos(math.radians(ang)), rr * math.sin(math.radians(ang)), z])
@@ -444,6 +478,12 @@ class _Builder:
 
     def colon(self) -> None:
         self.group = "bowel"
+        ctrl, radii = self.colon_frame()
+        tube = Tube.through(ctrl, radii, step=8.0)
+        self.add(Intersection((tube, self.cavity_shape)), *self.colon_parts())
+
+    def colon_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """Centreline control points (8, 3) mm, ascending colon -> transverse -> descending, and radii (8,) mm."""
         u, d = self.u, self.depth
         ctrl = np.array(
             [
@@ -458,13 +498,14 @@ class _Builder:
             ]
         )
         ctrl = self.jitter(ctrl, 5.0)
-        radii = self.rng.uniform(15, 24, len(ctrl))
-        tube = Tube.through(ctrl, radii, step=8.0)
-        shape = Intersection((tube, self.cavity_shape))
+        return ctrl, self.rng.uniform(15, 24, len(ctrl))
+
+    def colon_parts(self) -> tuple[Part, ...]:
+        """Wall, faeces and gas (bubbles and gas anterior of a random coronal level) of a stool-filled colon."""
+        u, d = self.u, self.depth
         wall = u(1.8, 3.0)
         gas = Union((_anterior_of(self.y_o + u(0.3, 0.9) * d), NoiseLevel(self.noise(4.0), u(0.6, 1.4), 3.0)))
-        self.add(
-            shape,
+        return (
             Part("colon_wall", "colon"),
             Part("feces", "colon", inset_mm=wall, texture=self.noise(3.0)),
             Part("air", "colon", inset_mm=wall, within=gas),  # gas bubbles and anterior gas
@@ -487,26 +528,33 @@ class _Builder:
             box = regions[int(self.rng.integers(len(regions)))]
             loops.append((np.array([u(*box[0]), u(*box[1]), u(*box[2])]), box))
         for start, box in loops:
-            lo = np.array([b[0] for b in box])
-            hi = np.array([b[1] for b in box])
-            n = int(self.rng.integers(6, 12))
-            pts = [np.asarray(start, float)]
-            direction = self.rng.normal(size=3)
-            for _ in range(n):
-                direction = direction / np.linalg.norm(direction) + self.rng.normal(0, 0.8, 3)
-                step = direction / np.linalg.norm(direction) * u(14, 22)
-                nxt = pts[-1] + step
-                bounce = (nxt < lo) | (nxt > hi)
-                direction[bounce] *= -1
-                pts.append(np.clip(pts[-1] + np.where(bounce, -step, step), lo - 10, hi + 10))
-            kind = self.rng.choice(["fluid", "collapsed", "air"], p=[0.45, 0.4, 0.15])
-            if kind == "collapsed":
-                radius, wall = u(5, 8), u(3, 5)
-            else:
-                radius, wall = u(9, 14), u(1.8, 2.8)
-            radii = radius * self.rng.uniform(0.85, 1.15, len(pts))
-            level = float(np.max(np.asarray(pts)[:, 1])) + radius - u(3, 8) if kind == "air" else None
-            self.gi_tube(Tube.through(np.asarray(pts), radii, step=6.0), "small_bowel", "bowel_wall", wall, level)
+            self.small_bowel_loop(start, box)
+
+    def small_bowel_loop(self, start: np.ndarray, box: tuple[tuple[float, float], ...]) -> Structure:
+        """One loop: a random walk of 6-11 steps from ``start`` bouncing inside ``box`` ((lo, hi) mm per axis),
+        fluid-filled, collapsed or with an air-fluid level; returns the structure it added."""
+        u = self.u
+        lo = np.array([b[0] for b in box])
+        hi = np.array([b[1] for b in box])
+        n = int(self.rng.integers(6, 12))
+        pts = [np.asarray(start, float)]
+        direction = self.rng.normal(size=3)
+        for _ in range(n):
+            direction = direction / np.linalg.norm(direction) + self.rng.normal(0, 0.8, 3)
+            step = direction / np.linalg.norm(direction) * u(14, 22)
+            nxt = pts[-1] + step
+            bounce = (nxt < lo) | (nxt > hi)
+            direction[bounce] *= -1
+            pts.append(np.clip(pts[-1] + np.where(bounce, -step, step), lo - 10, hi + 10))
+        kind = self.rng.choice(["fluid", "collapsed", "air"], p=[0.45, 0.4, 0.15])
+        if kind == "collapsed":
+            radius, wall = u(5, 8), u(3, 5)
+        else:
+            radius, wall = u(9, 14), u(1.8, 2.8)
+        radii = radius * self.rng.uniform(0.85, 1.15, len(pts))
+        level = float(np.max(np.asarray(pts)[:, 1])) + radius - u(3, 8) if kind == "air" else None
+        self.gi_tube(Tube.through(np.asarray(pts), radii, step=6.0), "small_bowel", "bowel_wall", wall, level)
+        return self.groups[self.group][-1]
 
     def stomach_and_duodenum(self) -> None:
         self.group = "upper_gi"
@@ -527,6 +575,7 @@ class _Builder:
         ctrl = self.jitter(ctrl, 4.0)
         radii = np.array([u(26, 36), u(26, 36), u(22, 32), u(16, 24), u(11, 15), 7.0]) * np.r_[[scale] * 5, 1.0]
         tube = Tube.through(ctrl, radii, step=7.0)
+        self.cardia, self.fundus_radius = ctrl[0], float(radii[0])
         level = float(np.max(ctrl[:, 1] + radii)) - u(2, 30)
         self.gi_tube(tube, "stomach", "stomach_wall", wall, None if empty_stomach else level)
         # duodenum: bulb (D1), descending (D2) lateral to the head, horizontal (D3) between aorta and SMA,
@@ -582,6 +631,7 @@ class _Builder:
             self.noise(30.0, 6),
             6.0,
         )
+        self.liver_dome_z = float(right.centre[2] + right.semi_axes[2])  # top of the right lobe
         liver = Perturbed(Intersection((Union((right, left)), keep, self.cavity_shape)), self.noise(25.0, 6), 3.0)
         self.add(liver, Part("liver", "liver", texture=self.noise(6.0, 6)))
         if self.rng.random() < 0.85:
@@ -645,13 +695,21 @@ class _Builder:
                 pts = [apex, apex + 0.5 * np.array(limb) + self.rng.normal(0, 1.5, 3), apex + limb]
                 self.vessel(pts, [2.8, 2.5, 1.8], "adrenal", "other", step=4.0)
 
+    def pancreas_lobulation(self) -> float:
+        """Amplitude (mm) of the lobulated outline of the gland."""
+        return self.u(0.8, 2.6)
+
+    def pancreas_fat_fraction(self) -> float:
+        """Fraction of the gland replaced by fat lobules: mostly a few %, sometimes fatty (up to ~30 %)."""
+        return float(self.rng.beta(1.3, 9.0)) * 0.4
+
     def pancreas(self) -> None:
         self.group = "pancreas"
         u = self.u
         tube = Tube.through(self.pancreas_pts, self.pancreas_r, step=4.0)
-        lobulation = u(0.8, 2.6)
+        lobulation = self.pancreas_lobulation()
         shape = Perturbed(Perturbed(tube, self.noise(6.0, 8), lobulation), self.noise(2.5, 8), 0.6 * lobulation)
-        fat_fraction = float(self.rng.beta(1.3, 9.0)) * 0.4  # mostly a few %, sometimes fatty (up to ~30%)
+        fat_fraction = self.pancreas_fat_fraction()
         parts = [Part("pancreas", "pancreas", texture=self.noise(2.5))]
         if fat_fraction > 0.01:
             lobules = NoiseLevel(self.noise(u(1.8, 3.0)), float(ndtri(1.0 - fat_fraction)), 1.0)
@@ -823,28 +881,31 @@ class _Builder:
         self.portal_system()
         self.great_vessels()
 
+    # the whole patient -------------------------------------------------------------------------
+    def draw(self) -> None:
+        """Draw every structure into the paint groups (landmarks first, then organs: the order of the random stream)."""
+        self.sample_body()
+        self.sample_vessel_trunks()
+        self.sample_pancreas()
+        self.sample_spleen()
+        self.body_wall()
+        self.stomach_and_duodenum()  # before the bowel: the jejunum starts at the duodenojejunal flexure
+        self.small_bowel()
+        self.colon()
+        self.posterior()
+        self.liver_and_gallbladder()
+        self.spleen()
+        self.kidneys()
+        self.adrenals_and_crura()
+        self.pancreas()
+        self.vessels()
 
-def sample_patient(rng: np.random.Generator) -> Patient:
-    """Draw one random patient (anatomy only, no grid and no intensities) from ``rng``."""
-    b = _Builder(rng)
-    b.sample_body()
-    b.sample_vessel_trunks()
-    b.sample_pancreas()
-    b.sample_spleen()
-    b.body_wall()
-    b.stomach_and_duodenum()  # before the bowel: the jejunum starts at the duodenojejunal flexure
-    b.small_bowel()
-    b.colon()
-    b.posterior()
-    b.liver_and_gallbladder()
-    b.spleen()
-    b.kidneys()
-    b.adrenals_and_crura()
-    b.pancreas()
-    b.vessels()
-    skin = b.skin
-    body_lo = np.array([-skin.a - 4, -skin.b_posterior - 4, -np.inf])
-    body_hi = np.array([skin.a + 4, skin.b_anterior + 4, np.inf])
-    diameter = 2.0 * math.sqrt(skin.a * 0.5 * (skin.b_anterior + skin.b_posterior))
-    structures = tuple(s for name in PAINT_ORDER for s in b.groups[name])
-    return Patient(structures, (body_lo, body_hi), b.pancreas_bounds, diameter, (0.0, b.yv))
+    def patient(self) -> Patient:
+        """Draw the patient (``draw``) and return it; call once per builder."""
+        self.draw()
+        skin = self.skin
+        body_lo = np.array([-skin.a - 4, -skin.b_posterior - 4, -np.inf])
+        body_hi = np.array([skin.a + 4, skin.b_anterior + 4, np.inf])
+        diameter = 2.0 * math.sqrt(skin.a * 0.5 * (skin.b_anterior + skin.b_posterior))
+        structures = tuple(s for name in self.paint_order for s in self.groups[name])
+        return Patient(structures, (body_lo, body_hi), self.pancreas_bounds, diameter, (0.0, self.yv))

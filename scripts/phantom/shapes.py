@@ -179,19 +179,83 @@ class SuperEllipse(Shape):
         return lo, hi
 
     def sdf(self, c: Coords) -> np.ndarray:
-        p = np.float32(self.exponent)
-        ux = np.maximum(np.abs(c[0] - np.float32(self.centre_xy[0])) / np.float32(self.a), np.float32(1e-6))
-        dy = c[1] - np.float32(self.centre_xy[1])
-        b = np.where(dy > 0, np.float32(self.b_anterior), np.float32(self.b_posterior))
-        uy = np.maximum(np.abs(dy) / b, np.float32(1e-6))
-        px, py = ux**p, uy**p  # (n0,1,1), (1,n1,1)
-        s = px + py
-        f = s ** (1 / p)
-        # d f / d x = f^(1-p) * ux^(p-1) / a  (same for y)
-        gx = (px / ux) / np.float32(self.a)
-        gy = (py / uy) / b
-        grad = f / s * np.sqrt(gx * gx + gy * gy)
-        return (f - 1) / np.maximum(grad, np.float32(1e-9))
+        f32 = np.float32
+        return _superellipse_sdf(
+            c, self.centre_xy, f32(self.a), f32(self.b_anterior), f32(self.b_posterior), f32(self.exponent)
+        )
+
+
+def _superellipse_sdf(
+    c: Coords,
+    centre_xy: tuple[float, float],
+    a: np.ndarray | np.float32,
+    b_anterior: np.ndarray | np.float32,
+    b_posterior: np.ndarray | np.float32,
+    p: np.float32,
+) -> np.ndarray:
+    """Distance to the super-ellipse section at ``c``; the semi-axes are float32 scalars or arrays broadcastable
+    to z (shape (1, 1, n2), or (N,) for scattered points) for a section varying along z."""
+    ux = np.maximum(np.abs(c[0] - np.float32(centre_xy[0])) / a, np.float32(1e-6))
+    dy = c[1] - np.float32(centre_xy[1])
+    b = np.where(dy > 0, b_anterior, b_posterior)
+    uy = np.maximum(np.abs(dy) / b, np.float32(1e-6))
+    px, py = ux**p, uy**p  # (n0,1,1), (1,n1,1) for a z-invariant section
+    s = px + py
+    f = s ** (1 / p)
+    # d f / d x = f^(1-p) * ux^(p-1) / a  (same for y)
+    gx = (px / ux) / a
+    gy = (py / uy) / b
+    grad = f / s * np.sqrt(gx * gx + gy * gy)
+    return (f - 1) / np.maximum(grad, np.float32(1e-9))
+
+
+@dataclass(frozen=True, eq=False)
+class LoftedSuperEllipse(Shape):
+    """Super-ellipse section (as ``SuperEllipse``) whose semi-axes vary piecewise linearly along z.
+
+    ``z_knots`` (K,) mm, strictly increasing; ``a``, ``b_anterior``, ``b_posterior`` (K,) mm, positive: the
+    semi-axes at the knots, held constant beyond the first and last knot. The distance is the in-plane distance
+    to the section at each z (the surface slope along z is neglected, which suits a body outline).
+
+    Raises:
+        ValueError: if the knot arrays differ in length, the knots do not increase or a semi-axis is not positive.
+    """
+
+    centre_xy: tuple[float, float]
+    z_knots: np.ndarray
+    a: np.ndarray
+    b_anterior: np.ndarray
+    b_posterior: np.ndarray
+    exponent: float
+
+    def __post_init__(self) -> None:
+        arrays = [np.asarray(v, float) for v in (self.z_knots, self.a, self.b_anterior, self.b_posterior)]
+        if len({len(v) for v in arrays}) != 1 or arrays[0].ndim != 1 or len(arrays[0]) < 1:
+            raise ValueError("LoftedSuperEllipse: z_knots, a, b_anterior and b_posterior must be 1-D of one length")
+        if np.any(np.diff(arrays[0]) <= 0):
+            raise ValueError(f"LoftedSuperEllipse: z_knots must increase strictly, got {arrays[0].tolist()}")
+        if min(float(v.min()) for v in arrays[1:]) <= 0 or self.exponent <= 0:
+            raise ValueError("LoftedSuperEllipse: semi-axes and exponent must be positive")
+        for name, value in zip(("z_knots", "a", "b_anterior", "b_posterior"), arrays):
+            object.__setattr__(self, name, value)
+
+    def section(self, z: float) -> SuperEllipse:
+        """The z-invariant super-ellipse of the section at height ``z`` (mm)."""
+        a, b_ant, b_post = (float(np.interp(z, self.z_knots, v)) for v in (self.a, self.b_anterior, self.b_posterior))
+        return SuperEllipse(self.centre_xy, a, b_ant, b_post, self.exponent)
+
+    @property
+    def bounds(self) -> Bounds:
+        cx, cy = self.centre_xy
+        lo = np.array([cx - self.a.max(), cy - self.b_posterior.max(), -np.inf])
+        hi = np.array([cx + self.a.max(), cy + self.b_anterior.max(), np.inf])
+        return lo, hi
+
+    def sdf(self, c: Coords) -> np.ndarray:
+        z = np.asarray(c[2])
+        knots = (self.a, self.b_anterior, self.b_posterior)
+        a, b_ant, b_post = (np.interp(z, self.z_knots, v).astype(np.float32) for v in knots)
+        return _superellipse_sdf(c, self.centre_xy, a, b_ant, b_post, np.float32(self.exponent))
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,6 +300,30 @@ class ZPeriodic(Shape):
         rel = np.mod(c[2] - np.float32(self.phase + self.length / 2), np.float32(self.period))
         dist = np.minimum(rel, np.float32(self.period) - rel)  # distance to the nearest interval centre
         return dist - half
+
+
+@dataclass(frozen=True, eq=False)
+class ZSlab(Shape):
+    """The slab ``lo <= z <= hi`` (mm); either end may be infinite.
+
+    Raises:
+        ValueError: if ``lo > hi``.
+    """
+
+    lo: float
+    hi: float
+
+    def __post_init__(self) -> None:
+        if not self.lo <= self.hi:
+            raise ValueError(f"ZSlab: lo must be <= hi, got {self.lo}, {self.hi}")
+
+    @property
+    def bounds(self) -> Bounds:
+        return np.array([-np.inf, -np.inf, self.lo]), np.array([np.inf, np.inf, self.hi])
+
+    def sdf(self, c: Coords) -> np.ndarray:
+        z = c[2]
+        return np.maximum(np.float32(self.lo) - z, z - np.float32(self.hi))
 
 
 @dataclass(frozen=True, eq=False)
@@ -396,3 +484,27 @@ class Perturbed(Shape):
 
     def sdf(self, c: Coords) -> np.ndarray:
         return self.base.sdf(c) + np.float32(self.amplitude_mm) * self.noise(c)
+
+
+@dataclass(frozen=True, eq=False)
+class Shell(Shape):
+    """The layer of ``base`` within ``thickness_mm`` inside its surface (a hollowed solid: bowl, cup, plate).
+
+    Raises:
+        ValueError: if ``thickness_mm`` is not positive.
+    """
+
+    base: Shape
+    thickness_mm: float
+
+    def __post_init__(self) -> None:
+        if not self.thickness_mm > 0:
+            raise ValueError(f"Shell: thickness_mm must be positive, got {self.thickness_mm}")
+
+    @property
+    def bounds(self) -> Bounds:
+        return self.base.bounds
+
+    def sdf(self, c: Coords) -> np.ndarray:
+        half = np.float32(0.5 * self.thickness_mm)
+        return np.abs(self.base.sdf(c) + half) - half
