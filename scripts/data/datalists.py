@@ -28,8 +28,9 @@ from scripts.data.readers import IMAGE_SUFFIXES, image_suffix
 
 __all__ = ["PATH_KEYS", "datalist_entries", "read_datalist", "read_json", "resolve_images", "split_datalist", "split_labelled"]
 
-PATH_KEYS = ("image", "label")
-"""Entry keys that hold paths (resolved against the datalist's folder)."""
+PATH_KEYS = ("image", "label", "organs")
+"""Entry keys that hold paths (resolved against the datalist's folder); ``organs``: a multi-structure label map
+(the phantom's ``organ_maps``) read by domain randomisation."""
 logger = logging.getLogger(__name__)
 
 

@@ -1,6 +1,10 @@
-"""Transforms of the pancreas_ct_dualssl bundle: input check, structure maps for DualSSL, inference outputs, SAM box refinement."""
+"""
+Transforms of the pancreas_ct_dualssl bundle: input check, structure maps for DualSSL, domain randomisation,
+inference outputs, SAM box refinement.
+"""
 
 from .check_image import CheckImaged
+from .domain_randomisation import RandCTArtefactsd, RandStructureIntensityd
 from .entropy import PredictiveEntropyd, predictive_entropy
 from .foreground import ForegroundProbabilityd
 from .input_copy import KeepInputCopyd, compact_copy
@@ -22,7 +26,9 @@ __all__ = [
     "PancreasStructureMapsd",
     "PredictionQualityd",
     "PredictiveEntropyd",
+    "RandCTArtefactsd",
     "RandPairedViewsd",
+    "RandStructureIntensityd",
     "ResampleToInputd",
     "SamBoxRefined",
     "SaveCaseImaged",

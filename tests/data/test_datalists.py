@@ -63,9 +63,17 @@ def test_a_bad_datalist_is_refused_naming_the_file_and_the_entry(tmp_path, conte
 def test_datalist_paths_are_resolved_against_its_folder_and_other_keys_kept(tmp_path):
     (tmp_path / "sub").mkdir()
     path = tmp_path / "sub" / "dataset.json"
-    path.write_text('{"training": [{"image": "a.nii.gz", "label": "../b.nii.gz", "fold": 1}], "test": ["c.nii"]}')
+    path.write_text(
+        '{"training": [{"image": "a.nii.gz", "label": "../b.nii.gz", "organs": "o/a.nii.gz", "fold": 1}], '
+        '"test": ["c.nii"]}'
+    )
     assert read_datalist(path, sections=("training", "test")) == [
-        {"image": str(tmp_path / "sub" / "a.nii.gz"), "label": str(tmp_path / "b.nii.gz"), "fold": 1},
+        {
+            "image": str(tmp_path / "sub" / "a.nii.gz"),
+            "label": str(tmp_path / "b.nii.gz"),
+            "organs": str(tmp_path / "sub" / "o" / "a.nii.gz"),
+            "fold": 1,
+        },
         {"image": str(tmp_path / "sub" / "c.nii")},
     ]
 
