@@ -41,12 +41,13 @@ import fire
 import numpy as np
 
 from scripts.bundle import BUNDLE_ROOT
+from scripts.evaluation.real_ct import REAL_CASES, REAL_CT_DIR
 
 __all__ = ["measure_process", "main"]
 
 # config files over configs/train.yaml that models/model.pt was trained with (docs/README.md, Training)
 SHIPPED_RECIPE = ("bigaug.yaml", "dualssl_stages.yaml")
-IRCAD = BUNDLE_ROOT.parent / "shared" / "data" / "real_ct" / "ircad_1.1" / "PATIENT_DICOM"
+IRCAD = REAL_CT_DIR / REAL_CASES["ircad_1.1"].image
 
 
 def measure_process(args: list[str], cwd: Path = BUNDLE_ROOT) -> dict:

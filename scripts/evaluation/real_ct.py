@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 
 from scripts.bundle import BUNDLE_ROOT  # noqa: E402
 from scripts.data.readers import load_input  # noqa: E402
-from scripts.data.writers import atomic_path  # noqa: E402
 from scripts.evaluation.plausibility import dice_on_labelled_slices, mask_plausibility, portal_confluence  # noqa: E402
+from scripts.inference.overlay import save_figure  # noqa: E402
 
 __all__ = [
     "REAL_CASES",
@@ -232,11 +232,4 @@ def save_check_overlay(refs: CaseReferences, mask: np.ndarray, png_file: str | P
             ax.axis("off")
     fig.suptitle(f"{title}\nred: prediction, green: reference pancreas, blue liver, purple spleen, orange kidneys, "
                  "cyan stomach, yellow x: landmark", fontsize=9)
-    png_file = Path(png_file)
-    png_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_path(png_file) as partial:
-            fig.savefig(partial, bbox_inches="tight", format="png")
-    finally:
-        plt.close(fig)
-    return png_file
+    return save_figure(fig, png_file)

@@ -19,7 +19,7 @@ from scripts.data.dicom import DicomSeriesReader, read_series  # noqa: E402
 from scripts.data.readers import load_input  # noqa: E402
 from scripts.data.writers import atomic_path  # noqa: E402
 
-__all__ = ["in_memory_arrays", "overlay_views", "save_overlay"]
+__all__ = ["in_memory_arrays", "overlay_views", "save_figure", "save_overlay"]
 
 
 def _plane(volume: Any, axis: int, index: int) -> np.ndarray:
@@ -59,6 +59,18 @@ def _source(image_file: str | Path, shape: tuple[int, ...]) -> Any:
         proxy = nib.load(str(path)).dataobj
         return proxy if tuple(proxy.shape[:3]) == shape and len(proxy.shape) == 3 else load_input(path)[0].numpy()
     return load_input(path)[0].numpy()
+
+
+def save_figure(fig: plt.Figure, png_file: str | Path) -> Path:
+    """Write ``fig`` to ``png_file`` atomically (complete or absent, folders made) and close it; the path."""
+    png_file = Path(png_file)
+    png_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_path(png_file) as partial:
+            fig.savefig(partial, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)
+    return png_file
 
 
 def overlay_views(
@@ -169,11 +181,4 @@ def save_overlay(
         ax.set_title(f"{title} ({int(seg_slice.sum())} mask voxels)")
         ax.axis("off")
     fig.suptitle(f"{Path(image_file).name}: pancreas mask, window {window[0]:.0f}..{window[1]:.0f} HU")
-    png_file = Path(png_file)
-    png_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_path(png_file) as partial:
-            fig.savefig(partial, bbox_inches="tight", format="png")
-    finally:
-        plt.close(fig)
-    return png_file
+    return save_figure(fig, png_file)
