@@ -126,3 +126,15 @@ def test_dice_only_on_the_slices_the_reference_labels():
     assert slices == [0, 1]
     assert dice == pytest.approx(2 * 16 / (16 + 32))
     assert np.isnan(dice_on_labelled_slices(mask, np.zeros_like(reference))[0])
+
+
+def test_targets_need_the_right_place_not_only_the_right_size():
+    from scripts.evaluation.real_ct import meets_targets
+
+    # the size of a pancreas, outside every organ, but in the colon wall 7 cm from the confluence
+    in_colon_wall = {"case": "ircad_1.1", "volume_ml": 55.3, "plausible": 1.0, "landmark_distance_mm": 73.0}
+    assert not meets_targets(in_colon_wall)
+    assert meets_targets({**in_colon_wall, "landmark_distance_mm": 30.0})
+    assert not meets_targets({**in_colon_wall, "landmark_distance_mm": 30.0, "volume_ml": 18.0})
+    assert not meets_targets({"case": "totalseg_b", "dice_labelled_slices": float("nan")})
+    assert meets_targets({"case": "totalseg_b", "dice_labelled_slices": 0.62})
