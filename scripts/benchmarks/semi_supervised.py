@@ -186,7 +186,7 @@ def main(
     pool_cases: int = 20,
     val_cases: int = 4,
     test_cases: int = 8,
-    iterations: int = 300,
+    iterations: int = 600,
     first_seed: int = 0,
 ) -> None:
     """
@@ -233,7 +233,10 @@ def main(
             print(f"{fraction:.0%} labelled, {variant}, seed {seed}: Dice " + ", ".join(
                 f"{d} {np.nanmean(scores[d]['dice']):.3f}" for d in DOMAINS), flush=True)
     wall = time.perf_counter() - start
-    command = f"python -m scripts.benchmarks.semi_supervised --profile {profile} --seeds {seeds} --jobs {jobs}"
+    command = (
+        f"python -m scripts.benchmarks.semi_supervised --profile {profile} --seeds {seeds} --jobs {jobs} "
+        f"--iterations {iterations}"
+    )
     header = [
         "# Semi-supervised benchmark: two subnetworks, verification, pseudo-labels, prototype contrast (phantom)",
         "",
