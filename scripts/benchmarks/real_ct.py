@@ -113,6 +113,10 @@ def report_markdown(reports: list[dict], models: dict) -> str:
         "Overlays (red: prediction, green: reference pancreas, blue: liver, purple: spleen, orange: kidneys, cyan: "
         "stomach, yellow x: landmark): " + ", ".join(f"`real_ct_{r['model']}_{r['case']}.png`" for r in reports) + ".",
     ]
+    private = [case for case in REAL_CASES.values() if not case.shareable]
+    if private:
+        lines += ["", "Overlays of " + ", ".join(f"{c.name} ({c.licence})" for c in private) + " show images whose "
+                     "licence allows no modified copies: they stay beside the report, never in the repository."]
     return "\n".join(lines) + "\n"
 
 

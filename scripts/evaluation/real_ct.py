@@ -65,12 +65,14 @@ class CaseReferences:
 @dataclass(frozen=True)
 class RealCase:
     """A real CT of ``../shared/data/real_ct``: ``image`` relative to that folder (what inference is given),
-    ``references`` reads its ``CaseReferences`` from the folder."""
+    ``references`` reads its ``CaseReferences`` from the folder; ``licence`` of its images."""
 
     name: str
     image: str
     description: str
     references: Callable[[Path], CaseReferences]
+    licence: str
+    shareable: bool  # whether pictures of it (overlays: modified copies) may be published, e.g. in docs/
 
 
 def canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,9 +139,9 @@ REAL_CASES: dict[str, RealCase] = {
     case.name: case
     for case in (
         RealCase("ircad_1.1", "ircad_1.1/PATIENT_DICOM", "contrast CT 512x512x129, hand-drawn organ masks",
-                 ircad_references),
+                 ircad_references, "CC BY-NC-ND 4.0 (3D-IRCADb-01)", shareable=False),
         RealCase("totalseg_b", "totalseg_b_dicom", "20-slice CT, model-made organ map with the pancreas in 4 slices",
-                 totalseg_references),
+                 totalseg_references, "Apache-2.0 (TotalSegmentator test files)", shareable=True),
     )
 }
 """The real cases by name."""
