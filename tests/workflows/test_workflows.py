@@ -193,6 +193,10 @@ def test_inference_never_overwrites_a_finished_case(trained, tmp_path):
     assert "skipping" in result.stdout + result.stderr
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_an_interrupted_run_writes_its_summary_and_the_rerun_finishes_the_cases(trained, tmp_path, signal_number):
     """A real monai.bundle run stopped by a signal while the second of three cases runs (first manifest = trigger)."""
@@ -205,7 +209,10 @@ def test_an_interrupted_run_writes_its_summary_and_the_rerun_finishes_the_cases(
     out = tmp_path / "out"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE_ROOT / "configs" / "inference.yaml"),
                "--input_path", str(cases), "--output_dir", str(out), "--save_probability", "True", "--save_entropy", "True"]
-    process = subprocess.Popen(command, cwd=BUNDLE_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a child inherits an ignored SIGINT (a CI job started in the background of a non-interactive shell), and
+    # Python then keeps ignoring it: the run gets the default disposition, as from an interactive terminal
+    process = subprocess.Popen(command, cwd=BUNDLE_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_default_sigint)
     first = out / images[0].name.replace(".nii.gz", "_seg_manifest.json")
     deadline = time.monotonic() + 300
     while not first.exists() and process.poll() is None and time.monotonic() < deadline:
