@@ -26,6 +26,7 @@ from pathlib import Path
 import fire
 import numpy as np
 
+from scripts.benchmarks.arguments import comma_separated
 from scripts.benchmarks.profiles import PAIRED_BASELINE, VARIANTS, profile_overrides
 from scripts.benchmarks.reporting import POOL_SEED, TEST_SEED, benchmark_data, case_matrix, interval_text
 from scripts.benchmarks.runs import score_once, train_once
@@ -283,7 +284,7 @@ def main(
     Raises:
         KeyError: an unknown profile or variant, before anything runs.
     """
-    variants = variants.split(",") if isinstance(variants, str) else list(variants)
+    variants = comma_separated(variants, str)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise KeyError(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")

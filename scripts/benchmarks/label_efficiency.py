@@ -26,6 +26,7 @@ from pathlib import Path
 import fire
 import numpy as np
 
+from scripts.benchmarks.arguments import labelled_counts
 from scripts.benchmarks.profiles import profile_overrides
 from scripts.benchmarks.reporting import (
     POOL_SEED,
@@ -287,11 +288,7 @@ def main(
         ValueError: a labelled count outside [1, pool_cases], before anything runs.
         KeyError: an unknown profile.
     """
-    if isinstance(labelled, int):  # fire reads "--labelled 2" as a number
-        labelled = [labelled]
-    counts = [int(n) for n in (labelled.split(",") if isinstance(labelled, str) else labelled)]
-    if any(not 1 <= n <= pool_cases for n in counts):
-        raise ValueError(f"labelled counts must be in [1, {pool_cases}], got {counts}")
+    counts = labelled_counts(labelled, pool_cases)
     # the iteration budget sets max_epochs and val_interval of every run
     overrides = {k: v for k, v in profile_overrides(profile).items() if k not in ("max_epochs", "val_interval")}
     work = Path(work_dir).resolve()

@@ -28,6 +28,7 @@ from pathlib import Path
 import fire
 import numpy as np
 
+from scripts.benchmarks.arguments import labelled_counts
 from scripts.benchmarks.label_efficiency import _labelled_datalist, finetune_and_score, write_report
 from scripts.benchmarks.profiles import profile_overrides
 from scripts.benchmarks.reporting import POOL_SEED, TEST_SEED, benchmark_data
@@ -101,11 +102,7 @@ def main(
         ValueError: a labelled count outside [1, pool_cases], before anything runs.
         KeyError: an unknown profile.
     """
-    if isinstance(labelled, int):  # fire reads "--labelled 2" as a number
-        labelled = [labelled]
-    counts = [int(n) for n in (labelled.split(",") if isinstance(labelled, str) else labelled)]
-    if any(not 1 <= n <= pool_cases for n in counts):
-        raise ValueError(f"labelled counts must be in [1, {pool_cases}], got {counts}")
+    counts = labelled_counts(labelled, pool_cases)
     if profile not in SLICE_SIZES:
         raise KeyError(f"unknown profile {profile!r}; known: {', '.join(SLICE_SIZES)}")
     sizes = {k: v for k, v in profile_overrides(profile).items() if k in PROFILE_KEYS}

@@ -23,6 +23,7 @@ from pathlib import Path
 import fire
 import numpy as np
 
+from scripts.benchmarks.arguments import comma_separated
 from scripts.benchmarks.profiles import profile_overrides
 from scripts.benchmarks.reporting import (
     POOL_SEED,
@@ -197,9 +198,7 @@ def main(
         ValueError: a fraction outside (0, 1] or one that labels no case, before anything runs.
         KeyError: an unknown profile.
     """
-    if isinstance(fractions, (int, float)):
-        fractions = [fractions]
-    values = [float(f) for f in (fractions.split(",") if isinstance(fractions, str) else fractions)]
+    values = comma_separated(fractions, float)
     if any(not 0 < f <= 1 or round(f * pool_cases) < 1 for f in values):
         raise ValueError(f"fractions must be in (0, 1] and label at least one of {pool_cases} cases, got {values}")
     overrides = {k: v for k, v in profile_overrides(profile).items() if k not in PAIR_EXCLUDED + BUDGET_KEYS}
