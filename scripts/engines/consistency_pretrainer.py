@@ -15,7 +15,7 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from scripts.engines.features import capture_features, unwrap
-from scripts.engines.optimization import accumulation_schedule, backward_and_step
+from scripts.engines.optimization import amp_autocast, backward_and_step, start_iteration
 from scripts.engines.random_state import LazyDeviceGenerator
 from scripts.engines.view_alignment import align_views, feature_map_affine
 from scripts.losses import CosineConsistencyLoss, normalised_feature_std
@@ -219,19 +219,11 @@ class ConsistencyPretrainer(SupervisedTrainer):
         inputs = torch.cat(
             [convert_to_tensor(v, track_meta=False).to(device, non_blocking=engine.non_blocking) for v in views]
         )
-        zero_grad, step = accumulation_schedule(
-            engine.state.iteration, engine.state.epoch_length, engine.accumulation_steps
-        )
-        engine.network.train()
-        engine.heads.train()
-        engine.target_network.train()
-        engine.target_heads.train()
-        if zero_grad:
-            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        step = start_iteration(engine, [engine.network, engine.heads, engine.target_network, engine.target_heads])
         num_items = views[0].shape[0]
         terms: dict[str, torch.Tensor] = {}
         overlap = []
-        with torch.autocast("cuda", enabled=bool(engine.amp and engine.scaler is not None), **engine.amp_kwargs):
+        with amp_autocast(engine):
             online_features = engine._features(engine.network, inputs)
             engine.state.output = {"image": inputs[:num_items]}
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from scripts.engines.appearance import RandGlobalIntensityNetwork
 from scripts.engines.corruption import RandUncertaintyCorruption, uncertainty_region
 from scripts.engines.features import capture_stages
-from scripts.engines.optimization import accumulation_schedule, backward_and_step
+from scripts.engines.optimization import amp_autocast, backward_and_step, start_iteration
 from scripts.engines.random_state import LazyDeviceGenerator
 from scripts.engines.sampling import gather_voxels, sample_structure_voxels
 from scripts.losses import MaskedL1Loss, StructureContrastiveLoss
@@ -263,14 +263,8 @@ class DualSSLTrainer(SupervisedTrainer):
         use_contrastive = weight > 0 and engine.lambda_contrastive > 0
         use_restoration = weight > 0 and engine.lambda_restoration > 0
         num_items = inputs.shape[0]
-        zero_grad, step = accumulation_schedule(
-            engine.state.iteration, engine.state.epoch_length, engine.accumulation_steps
-        )
-        engine.network.train()
-        engine.ssl_heads.train()
-        if zero_grad:
-            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with torch.autocast("cuda", enabled=bool(engine.amp and engine.scaler is not None), **engine.amp_kwargs):
+        step = start_iteration(engine, [engine.network, engine.ssl_heads])
+        with amp_autocast(engine):
             # the views, batched along dim 0: [patch] or [v1, v2]; the restoration task works on the last one
             if engine.appearance_augmentation is not None:
                 views = [engine.appearance_augmentation(inputs), engine.appearance_augmentation(inputs)]

@@ -13,7 +13,7 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from scripts.engines.features import capture_features
-from scripts.engines.optimization import accumulation_schedule, backward_and_step
+from scripts.engines.optimization import amp_autocast, backward_and_step, start_iteration
 from scripts.losses import PolyCLLoss, normalised_feature_std
 
 __all__ = ["PolyCLPretrainer", "polycl_terms"]
@@ -95,14 +95,8 @@ class PolyCLPretrainer(SupervisedTrainer):
             for key in engine.triplet_keys
         ]
         num_items = slices[0].shape[0]
-        zero_grad, step = accumulation_schedule(
-            engine.state.iteration, engine.state.epoch_length, engine.accumulation_steps
-        )
-        engine.network.train()
-        engine.head.train()
-        if zero_grad:
-            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with torch.autocast("cuda", enabled=bool(engine.amp and engine.scaler is not None), **engine.amp_kwargs):
+        step = start_iteration(engine, [engine.network, engine.head])
+        with amp_autocast(engine):
             embeddings = engine.embed(torch.cat(slices))
             engine.state.output = {"image": slices[0]}
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)

@@ -14,7 +14,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.nn import functional as F
 
 from scripts.engines.features import capture_inputs, unwrap
-from scripts.engines.optimization import accumulation_schedule, backward_and_step
+from scripts.engines.optimization import amp_autocast, backward_and_step, start_iteration
 from scripts.losses import (
     PrototypeContrastiveLoss,
     confident_disagreement,
@@ -193,14 +193,9 @@ class TwoNetworkSemiSupervisedTrainer(SupervisedTrainer):
         use_unlabelled = unlabelled is not None and (engine.lambda_pseudo > 0 or engine.lambda_contrastive > 0)
         inputs = torch.cat([images, engine._tensor(unlabelled, Keys.IMAGE)]) if use_unlabelled else images
         num_labelled = images.shape[0]
-        zero_grad, step = accumulation_schedule(
-            engine.state.iteration, engine.state.epoch_length, engine.accumulation_steps
-        )
+        step = start_iteration(engine, [engine.network])
         pair = unwrap(engine.network)
-        engine.network.train()
-        if zero_grad:
-            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with torch.autocast("cuda", enabled=bool(engine.amp and engine.scaler is not None), **engine.amp_kwargs):
+        with amp_autocast(engine):
             logits, features = [], []
             for subnetwork, name in zip((pair.first, pair.second), engine.feature_modules):
                 with capture_inputs(subnetwork, [name]) as captured:
