@@ -14,7 +14,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from scripts.engines.features import capture_features, unwrap
+from scripts.engines.features import capture_features, check_feature_locations, unwrap
 from scripts.engines.optimization import amp_autocast, backward_and_step, start_iteration
 from scripts.engines.random_state import LazyDeviceGenerator
 from scripts.engines.view_alignment import align_views, feature_map_affine
@@ -116,10 +116,7 @@ class ConsistencyPretrainer(SupervisedTrainer):
             raise ValueError(
                 f"heads have {len(inner_heads.projectors)} projectors for {len(feature_locations)} feature locations."
             )
-        network = kwargs.get("network", args[3] if len(args) > 3 else None)
-        if network is not None:
-            with capture_features(network, feature_locations):  # raises for a location the network lacks
-                pass
+        check_feature_locations(kwargs.get("network", args[3] if len(args) > 3 else None), feature_locations)
         kwargs.setdefault("loss_function", CosineConsistencyLoss())
         kwargs.setdefault("decollate", False)
         super().__init__(*args, **kwargs)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["capture_features", "capture_inputs", "capture_stages", "unwrap"]
+__all__ = ["capture_features", "capture_inputs", "capture_stages", "check_feature_locations", "unwrap"]
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -106,6 +106,19 @@ def capture_features(network: nn.Module, locations: Iterable[str]) -> Iterator[d
     modules = {location: _location_module(network, location) for location in dict.fromkeys(locations)}
     with _capture(modules) as captured:
         yield captured  # type: ignore[misc]
+
+
+def check_feature_locations(network: nn.Module | None, locations: Iterable[str]) -> None:
+    """
+    Check at construction that ``capture_features(network, locations)`` will find every location (``None``: no
+    network yet, nothing to check).
+
+    Raises:
+        ValueError, AttributeError: as ``capture_features`` raises them.
+    """
+    if network is not None:
+        for location in dict.fromkeys(locations):
+            _location_module(network, location)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from scripts.engines.features import capture_features
+from scripts.engines.features import capture_features, check_feature_locations
 from scripts.engines.optimization import amp_autocast, backward_and_step, start_iteration
 from scripts.losses import PolyCLLoss, normalised_feature_std
 
@@ -66,10 +66,7 @@ class PolyCLPretrainer(SupervisedTrainer):
             raise ValueError("PolyCLPretrainer does not support compile=True.")
         if len(triplet_keys) != 3:
             raise ValueError(f"triplet_keys must name the anchor, positive and negative, got {list(triplet_keys)}.")
-        network = kwargs.get("network", args[3] if len(args) > 3 else None)
-        if network is not None:
-            with capture_features(network, [feature_location]):  # raises for a location the network lacks
-                pass
+        check_feature_locations(kwargs.get("network", args[3] if len(args) > 3 else None), [feature_location])
         kwargs.setdefault("loss_function", PolyCLLoss())
         kwargs.setdefault("decollate", False)
         super().__init__(*args, **kwargs)
