@@ -26,7 +26,16 @@ from scripts.data.dicom import is_dicom_file, is_dicom_series
 from scripts.data.errors import InputError
 from scripts.data.readers import IMAGE_SUFFIXES, image_suffix
 
-__all__ = ["PATH_KEYS", "datalist_entries", "read_datalist", "read_json", "resolve_images", "split_datalist", "split_labelled"]
+__all__ = [
+    "PATH_KEYS",
+    "datalist_entries",
+    "extend_split",
+    "read_datalist",
+    "read_json",
+    "resolve_images",
+    "split_datalist",
+    "split_labelled",
+]
 
 PATH_KEYS = ("image", "label", "organs")
 """Entry keys that hold paths (resolved against the datalist's folder); ``organs``: a multi-structure label map
@@ -200,6 +209,23 @@ def split_datalist(datalist: Sequence[dict], val_fraction: float, seed: int = 0)
                 "give the datalist more cases or change val_fraction"
             )
     return parts
+
+
+def extend_split(split: Sequence[Sequence[dict]], extra: Sequence[dict], val_cases: int) -> list[list[dict]]:
+    """
+    ``split`` (``[training, validation]``) with the cases of another datalist added: its last ``val_cases`` to the
+    validation part, the others to the training part, in their order (configs/finetune_whole_abdomen.yaml).
+
+    Raises:
+        ValueError: when ``split`` is not two lists, or ``val_cases`` is not in [0, len(extra)): ``extra`` would
+            add no training case.
+    """
+    if len(split) != 2:
+        raise ValueError(f"split must be [training, validation], got {len(split)} part(s)")
+    if not 0 <= val_cases < len(extra):
+        raise ValueError(f"val_cases must be in [0, {len(extra)}) for a datalist of {len(extra)} case(s), got {val_cases}")
+    cut = len(extra) - val_cases
+    return [list(split[0]) + list(extra[:cut]), list(split[1]) + list(extra[cut:])]
 
 
 def split_labelled(datalist: Sequence[dict], labelled_fraction: float, seed: int = 0) -> list[list[dict]]:

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts.data.datalists import read_datalist, resolve_images
+from scripts.data.datalists import extend_split, read_datalist, resolve_images
 from scripts.data.errors import InputError
 
 
@@ -120,3 +120,24 @@ def test_split_labelled_keeps_the_stated_fraction_of_labels_and_drops_the_others
     assert len(split_labelled(cases, 0.01)[0]) == 1  # at least one labelled case
     with pytest.raises(ValueError, match="labelled_fraction"):
         split_labelled(cases, 0.0)
+
+
+def test_extend_split_adds_the_last_cases_of_another_datalist_to_validation_in_order():
+    split = [[{"image": "a"}, {"image": "b"}], [{"image": "c"}]]
+    extra = [{"image": f"w{i}"} for i in range(4)]
+    training, validation = extend_split(split, extra, val_cases=1)
+    assert [e["image"] for e in training] == ["a", "b", "w0", "w1", "w2"]
+    assert [e["image"] for e in validation] == ["c", "w3"]
+    assert [e["image"] for e in split[0]] == ["a", "b"], "the given split is not changed"
+    assert extend_split(split, extra, val_cases=0)[1] == split[1]
+
+
+@pytest.mark.parametrize("val_cases", [-1, 4])
+def test_extend_split_refuses_a_validation_count_that_leaves_no_training_case(val_cases):
+    with pytest.raises(ValueError, match=r"val_cases must be in \[0, 4\)"):
+        extend_split([[], []], [{"image": str(i)} for i in range(4)], val_cases)
+
+
+def test_extend_split_refuses_a_split_that_is_not_training_and_validation():
+    with pytest.raises(ValueError, match="training, validation"):
+        extend_split([[{"image": "a"}]], [{"image": "b"}], 0)
