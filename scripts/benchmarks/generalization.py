@@ -23,13 +23,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import fire
 import numpy as np
 
 from scripts.benchmarks.arguments import comma_separated
 from scripts.benchmarks.profiles import PAIRED_BASELINE, VARIANTS, profile_overrides
 from scripts.benchmarks.reporting import POOL_SEED, TEST_SEED, benchmark_data, case_matrix, interval_text
 from scripts.benchmarks.runs import score_once, train_once
+from scripts.bundle import run_command_line
 from scripts.evaluation.statistics import auroc, paired_comparison
 from scripts.phantom import DOMAINS
 
@@ -329,4 +329,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run_command_line(main)

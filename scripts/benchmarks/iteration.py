@@ -16,13 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import fire
 import nibabel as nib
 import torch
 from monai.bundle import ConfigParser
 from monai.data import list_data_collate
 
-from scripts.bundle import bundle_parser
+from scripts.bundle import bundle_parser, run_command_line
 from scripts.phantom import generate_case
 
 
@@ -138,4 +137,4 @@ def main(iterations: int = 10, warmup: int = 2, batch: int = 2, seed: int = 0, r
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run_command_line(main)

@@ -23,7 +23,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import fire
 import numpy as np
 
 from scripts.benchmarks.arguments import labelled_counts
@@ -37,6 +36,7 @@ from scripts.benchmarks.reporting import (
     interval_text,
 )
 from scripts.benchmarks.runs import epoch_seconds, logged_values, score_once, train_once
+from scripts.bundle import run_command_line
 from scripts.evaluation.statistics import paired_comparison
 from scripts.phantom import DOMAINS
 
@@ -353,4 +353,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run_command_line(main)

@@ -25,7 +25,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import fire
 import numpy as np
 
 from scripts.benchmarks.arguments import labelled_counts
@@ -33,6 +32,7 @@ from scripts.benchmarks.label_efficiency import _labelled_datalist, finetune_and
 from scripts.benchmarks.profiles import profile_overrides
 from scripts.benchmarks.reporting import POOL_SEED, TEST_SEED, benchmark_data
 from scripts.benchmarks.runs import epoch_seconds, train_once
+from scripts.bundle import run_command_line
 from scripts.phantom import DOMAINS
 
 __all__ = ["FINETUNE_CONFIGS", "INITIALISATIONS", "SLICE_SIZES", "main", "score_overrides"]
@@ -171,4 +171,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run_command_line(main)

@@ -18,10 +18,8 @@ import json
 import os
 from pathlib import Path
 
-import fire
-
 from scripts.benchmarks.runs import bundle_run_args, run_logged
-from scripts.bundle import BUNDLE_ROOT
+from scripts.bundle import BUNDLE_ROOT, run_command_line
 from scripts.data.naming import output_path
 from scripts.data.writers import atomic_path
 from scripts.evaluation.real_ct import REAL_CASES, REAL_CT_DIR, TARGETS, check_case, meets_targets
@@ -147,4 +145,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run_command_line(main)

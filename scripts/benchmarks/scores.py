@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fire
-
 from scripts.benchmarks.profiles import profile_overrides
-from scripts.bundle import BUNDLE_ROOT
+from scripts.bundle import BUNDLE_ROOT, run_command_line
 from scripts.data.writers import atomic_path
 from scripts.evaluation import DomainEvaluator
 
@@ -57,4 +55,4 @@ def score_run(
 
 
 if __name__ == "__main__":
-    fire.Fire(score_run)
+    run_command_line(score_run)

@@ -2,7 +2,7 @@
 Speed and memory of inference and training, against peer pipelines measured in the same run, interleaved.
 
     python -m scripts.benchmarks.speed                 # about 10 minutes on a 2-core CPU
-    python -m scripts.benchmarks.speed --repeats 5 --swin true
+    python -m scripts.benchmarks.speed --repeats 5 --swin True
 
 Inference, on ``../shared/data/real_ct/ircad_1.1`` (512 x 512 x 129 DICOM; a phantom of that size when the folder
 is absent):
@@ -37,10 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import fire
 import numpy as np
 
-from scripts.bundle import BUNDLE_ROOT
+from scripts.bundle import BUNDLE_ROOT, run_command_line
 from scripts.evaluation.real_ct import REAL_CASES, REAL_CT_DIR
 
 __all__ = ["measure_process", "main"]
@@ -352,4 +351,4 @@ def format_table(summary: dict, peers: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    fire.Fire(main, serialize=lambda result: None)  # the table is printed; the numbers are in output_json
+    run_command_line(main, serialize=lambda result: None)  # the table is printed; the numbers are in output_json

@@ -10,10 +10,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import fire
 from monai.bundle import ConfigParser
 from monai.bundle.utils import ID_SEP_KEY
 
-__all__ = ["check_flags", "check_options", "closest", "command_line_overrides", "config_ids", "refuse_unknown_overrides"]
+__all__ = [
+    "check_flags", "check_options", "closest", "command_line_overrides", "config_ids", "refuse_unknown_overrides",
+    "run_command_line",
+]
 
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
@@ -43,14 +47,35 @@ def check_options(
 def check_flags(argv: Sequence[str], function: Callable) -> None:
     """
     Refuse, before ``fire`` calls ``function``, a ``--flag`` of ``argv`` that is no parameter of it (fire would run
-    the function first and complain about the extra flag afterwards).
+    the function first and complain about the extra flag afterwards), and a value of a ``bool`` parameter that fire
+    would pass on as a string (``--overwrite false`` is the string ``'false'``, which counts as true).
 
     Raises:
-        ValueError: naming the unknown flags and the closest parameters.
+        ValueError: naming the unknown flags and the closest parameters, or the flags with a value that is no bool.
     """
-    parameters = [name for name, p in inspect.signature(function).parameters.items() if p.kind != p.VAR_KEYWORD]
+    parameters = {name: p for name, p in inspect.signature(function).parameters.items() if p.kind != p.VAR_KEYWORD}
     _, flags = command_line_overrides(argv)
     check_options([key for key in flags if key not in ("help", "h")], parameters, what="option")
+    wrong = []
+    for key, raw in flags.items():
+        default = parameters[key].default if key in parameters else None  # raw "": --flag alone, True
+        problem = _type_problem(default, raw, "the default") if isinstance(default, bool) and raw != "" else None
+        if problem:
+            wrong.append(f"--{key} {raw!r}: {problem}")
+    if wrong:
+        raise ValueError("option(s) of the wrong type: " + "; ".join(wrong))
+
+
+def run_command_line(function: Callable, **fire_kwargs: Any) -> None:
+    """
+    ``fire.Fire(function, **fire_kwargs)`` on ``sys.argv``, after ``check_flags``: a misspelt flag or a bool flag
+    fire would pass on as a string ends the process with ``error: <message>`` (exit status 1) before anything runs.
+    """
+    try:
+        check_flags(sys.argv[1:], function)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    fire.Fire(function, **fire_kwargs)
 
 
 RUN_ARGUMENTS = frozenset(
@@ -141,14 +166,16 @@ def _literal(raw: str) -> Any:
         return raw
 
 
-def _type_problem(default: Any, raw: str) -> str | None:
-    """Why ``raw`` cannot replace a config value ``default`` of a plain type (bool, int, float, list), or None."""
+def _type_problem(default: Any, raw: str, default_name: str = "the config's value") -> str | None:
+    """Why ``raw`` cannot replace a config value (or parameter default, ``default_name``) ``default`` of a plain type
+    (bool, int, float, list), or None."""
     value = _literal(raw)
     if isinstance(value, str) and value.startswith(("$", "@", "%")):
         return None  # an expression or a reference: checked when it is evaluated
     if isinstance(default, bool):
-        ok = isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
-        expected = "true or false"
+        ok, expected = isinstance(value, bool), "True or False"
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            expected += f" ({value!r} would be passed on as a string, and any non-empty string counts as true)"
     elif isinstance(default, int):
         ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
     elif isinstance(default, float):
@@ -157,4 +184,4 @@ def _type_problem(default: Any, raw: str) -> str | None:
         ok, expected = isinstance(value, (list, tuple)), "a list, e.g. [64,64,48]"
     else:
         return None
-    return None if ok else f"expected {expected} (the config's value is {default!r})"
+    return None if ok else f"expected {expected} ({default_name} is {default!r})"

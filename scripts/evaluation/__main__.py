@@ -2,14 +2,12 @@
 
 import sys
 
-import fire
-
-from scripts.bundle import check_flags
+from scripts.bundle import run_command_line
 from scripts.evaluation.cross_source import CrossSourceError, main
 
 if __name__ == "__main__":
     try:
-        check_flags(sys.argv[1:], main)  # a misspelt flag is refused before anything is evaluated or written
-        fire.Fire(main, name="python -m scripts.evaluation")
+        # a misspelt flag is refused before anything is evaluated or written
+        run_command_line(main, name="python -m scripts.evaluation")
     except (CrossSourceError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import fire
+from scripts.bundle import run_command_line
 
 from .anatomies import DEFAULT_ANATOMY
 from .dataset import write_dataset
@@ -41,6 +41,6 @@ def main(
 
 if __name__ == "__main__":
     try:
-        fire.Fire(main)
+        run_command_line(main)
     except (ValueError, FileExistsError) as err:
         sys.exit(f"error: {err}")

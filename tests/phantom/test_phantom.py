@@ -275,4 +275,10 @@ def test_cli(tmp_path):
     assert "source" in bad.stderr and "target_lowdose" in bad.stderr
     again = _run_cli("--out", str(out), "--domain", "source", "--cases", "2", "--seed", "0")
     assert again.returncode != 0 and "overwrite" in again.stderr
+    # fire would pass "true" on as a string: refused, before the existing dataset is looked at or replaced
+    mtimes = {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()}
+    lowercase = _run_cli("--out", str(out), "--cases", "2", "--overwrite", "true")
+    assert lowercase.returncode == 1
+    assert "error: option(s) of the wrong type: --overwrite 'true': expected True or False" in lowercase.stderr
+    assert {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()} == mtimes
 

@@ -132,8 +132,10 @@ def _bundle_command(config: str, *flags: str, cwd=BUNDLE_ROOT) -> subprocess.Com
         ("inference.yaml", ["--roi_sise", "[32,32,32]"], "unknown config key 'roi_sise' (did you mean 'roi_size'?)"),
         ("train.yaml", ["--max_epoch", "1"], "unknown config key 'max_epoch' (did you mean 'max_epochs'?)"),
         ("inference.yaml", ["--sw_batch_size", "abc"], "--sw_batch_size 'abc': expected an integer (the config's value is 4)"),
+        # fire passes "false" on as a string, which would count as true: the overlay would still be written
+        ("inference.yaml", ["--save_overlay", "false"], "--save_overlay 'false': expected True or False ('false' would be"),
     ],
-    ids=["inference-typo", "train-typo", "wrong-type"],
+    ids=["inference-typo", "train-typo", "wrong-type", "lowercase-bool"],
 )
 def test_a_misspelt_or_mistyped_override_is_refused_before_anything_runs(tmp_path, config, flags, message):
     out = tmp_path / "out"
