@@ -4,7 +4,16 @@ refuses a misspelt option or config key before any work starts.
 """
 
 from .configs import BUNDLE_ROOT, CONFIG_DIR, bundle_parser, config_files
-from .options import check_flags, check_options, refuse_unknown_overrides, run_command_line
+from .options import check_bool_values, check_flags, check_options, refuse_unknown_overrides, run_command_line
 
-__all__ = ["BUNDLE_ROOT", "CONFIG_DIR", "bundle_parser", "check_flags", "check_options", "config_files", "refuse_unknown_overrides",
-           "run_command_line"]
+__all__ = [
+    "BUNDLE_ROOT",
+    "CONFIG_DIR",
+    "bundle_parser",
+    "check_bool_values",
+    "check_flags",
+    "check_options",
+    "config_files",
+    "refuse_unknown_overrides",
+    "run_command_line",
+]

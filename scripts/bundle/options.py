@@ -6,7 +6,7 @@ import ast
 import difflib
 import inspect
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,8 @@ from monai.bundle import ConfigParser
 from monai.bundle.utils import ID_SEP_KEY
 
 __all__ = [
-    "check_flags", "check_options", "closest", "command_line_overrides", "config_ids", "refuse_unknown_overrides",
-    "run_command_line",
+    "check_bool_values", "check_flags", "check_options", "closest", "command_line_overrides", "config_ids",
+    "refuse_unknown_overrides", "run_command_line",
 ]
 
 
@@ -44,38 +44,60 @@ def check_options(
         raise ValueError(f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(parts)}")
 
 
-def check_flags(argv: Sequence[str], function: Callable) -> None:
+def check_bool_values(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
     """
-    Refuse, before ``fire`` calls ``function``, a ``--flag`` of ``argv`` that is no parameter of it (fire would run
-    the function first and complain about the extra flag afterwards), and a value of a ``bool`` parameter that fire
-    would pass on as a string (``--overwrite false`` is the string ``'false'``, which counts as true).
+    Refuse a value of ``values`` (a command-line string or what fire made of it) for a name whose ``defaults`` entry
+    is a bool, unless it is one: ``--overwrite false`` reaches a function as the string ``'false'``, which counts as
+    true. An empty string (the flag alone, which fire makes True) passes.
 
     Raises:
-        ValueError: naming the unknown flags and the closest parameters, or the flags with a value that is no bool.
+        ValueError: naming each such flag and its value.
     """
-    parameters = {name: p for name, p in inspect.signature(function).parameters.items() if p.kind != p.VAR_KEYWORD}
-    _, flags = command_line_overrides(argv)
-    check_options([key for key in flags if key not in ("help", "h")], parameters, what="option")
     wrong = []
-    for key, raw in flags.items():
-        default = parameters[key].default if key in parameters else None  # raw "": --flag alone, True
-        problem = _type_problem(default, raw, "the default") if isinstance(default, bool) and raw != "" else None
-        if problem:
-            wrong.append(f"--{key} {raw!r}: {problem}")
+    for key, value in values.items():
+        default = defaults.get(key)
+        if isinstance(default, bool) and not isinstance(value, bool) and value != "":
+            problem = _type_problem(default, str(value), "the default")
+            if problem:
+                wrong.append(f"--{key} {value!r}: {problem}")
     if wrong:
         raise ValueError("option(s) of the wrong type: " + "; ".join(wrong))
 
 
-def run_command_line(function: Callable, **fire_kwargs: Any) -> None:
+def check_flags(argv: Sequence[str], function: Callable) -> None:
     """
-    ``fire.Fire(function, **fire_kwargs)`` on ``sys.argv``, after ``check_flags``: a misspelt flag or a bool flag
+    Refuse, before ``fire`` calls ``function``, a ``--flag`` of ``argv`` that is no parameter of it (fire would run
+    the function first and complain about the extra flag afterwards; a function with ``**options`` checks those
+    itself), and a value of a ``bool`` parameter that fire would pass on as a string (``check_bool_values``).
+
+    Raises:
+        ValueError: naming the unknown flags and the closest parameters, or the flags with a value that is no bool.
+    """
+    parameters = inspect.signature(function).parameters
+    named = {name: p.default for name, p in parameters.items() if p.kind != p.VAR_KEYWORD}
+    _, flags = command_line_overrides(argv)
+    if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        check_options([key for key in flags if key not in ("help", "h")], named, what="option")
+    check_bool_values(flags, named)
+
+
+def run_command_line(command: Callable | dict[str, Callable], **fire_kwargs: Any) -> None:
+    """
+    ``fire.Fire(command, **fire_kwargs)`` on ``sys.argv``, after ``check_flags``: a misspelt flag or a bool flag
     fire would pass on as a string ends the process with ``error: <message>`` (exit status 1) before anything runs.
+    ``command`` is a function or ``{name: function}`` (``sys.argv[1]`` names the function; fire answers a missing
+    or unknown name).
     """
-    try:
-        check_flags(sys.argv[1:], function)
-    except ValueError as error:
-        sys.exit(f"error: {error}")
-    fire.Fire(function, **fire_kwargs)
+    argv, function = sys.argv[1:], command
+    if isinstance(command, dict):
+        function = command.get(argv[0]) if argv else None
+        argv = argv[1:]
+    if function is not None:
+        try:
+            check_flags(argv, function)
+        except ValueError as error:
+            sys.exit(f"error: {error}")
+    fire.Fire(command, **fire_kwargs)
 
 
 RUN_ARGUMENTS = frozenset(

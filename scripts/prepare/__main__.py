@@ -3,8 +3,7 @@
 import logging
 import sys
 
-import fire
-
+from scripts.bundle import run_command_line
 from scripts.prepare import folder, msd, nih
 
 
@@ -12,7 +11,7 @@ def main() -> None:
     """Run a command; a bad input or an existing output ends it with the message and exit status 1."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        fire.Fire({"msd": msd, "nih": nih, "folder": folder}, name="python -m scripts.prepare")
+        run_command_line({"msd": msd, "nih": nih, "folder": folder}, name="python -m scripts.prepare")
     except (ValueError, OSError, RuntimeError) as error:
         sys.exit(f"error: {error}")
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from scripts.bundle.options import check_options
+from scripts.bundle.options import check_bool_values, check_options
 from scripts.data.checks import MSD_PANCREAS_LABELS, check_datalist
 from scripts.data.errors import DatalistError, InputError
 from scripts.data.writers import atomic_path, refuse_existing
@@ -97,8 +97,10 @@ class DatalistOptions:
 
     @classmethod
     def from_flags(cls, flags: dict[str, Any]) -> DatalistOptions:
-        """The options of a command's ``**options`` flags, refusing a misspelt one before any work."""
+        """The options of a command's ``**options`` flags, refusing a misspelt one or a bool given as a string
+        (``--overwrite false``) before any work."""
         check_options(flags, [f.name for f in fields(cls)], what="option")
+        check_bool_values(flags, {f.name: f.default for f in fields(cls)})
         return cls(**flags)
 
 

@@ -1,10 +1,12 @@
-"""A misspelt option is refused with the closest known names."""
+"""A misspelt option is refused with the closest known names; so is a bool option fire would pass on as a string."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from scripts.bundle import check_flags, check_options
+from scripts.bundle import check_flags, check_options, run_command_line
 
 
 def test_a_misspelt_option_names_the_closest_ones():
@@ -17,7 +19,9 @@ def _evaluate(output_dir: str = "eval", overwrite: bool = False, repeats: int = 
     """A command-line function with a bool parameter."""
 
 
-@pytest.mark.parametrize("argv", [[], ["--overwrite"], ["--overwrite", "True"], ["--overwrite=False"], ["--repeats", "3"]])
+@pytest.mark.parametrize(
+    "argv", [[], ["--overwrite"], ["--overwrite", "True"], ["--overwrite=False"], ["--repeats", "3"]]
+)
 def test_flags_of_the_right_kind_pass(argv):
     check_flags(argv, _evaluate)
 
@@ -32,3 +36,22 @@ def test_a_bool_flag_with_a_value_fire_would_pass_on_as_a_string_is_refused(valu
 def test_an_unknown_flag_is_refused_before_its_type_is_looked_at():
     with pytest.raises(ValueError, match=r"unknown option 'overwrit' \(did you mean 'overwrite'\?\)"):
         check_flags(["--overwrit", "false"], _evaluate)
+
+
+def test_run_command_line_checks_the_flags_of_the_named_command_before_fire_runs_it(monkeypatch, capsys):
+    calls = []
+
+    def prepare(root: str = ".", download: bool = False) -> None:
+        calls.append((root, download))
+
+    commands = {"msd": prepare, "evaluate": _evaluate}
+    monkeypatch.setattr(sys, "argv", ["prog", "msd", "--root", "r", "--download", "false"])
+    with pytest.raises(SystemExit, match=r"error: option\(s\) of the wrong type: --download 'false': expected True"):
+        run_command_line(commands)
+    assert calls == []
+    monkeypatch.setattr(sys, "argv", ["prog", "msd", "--root", "r", "--download", "False"])
+    run_command_line(commands)
+    assert calls == [("r", False)]
+    monkeypatch.setattr(sys, "argv", ["prog", "evaluate", "--overwrit"])
+    with pytest.raises(SystemExit, match="did you mean 'overwrite'"):
+        run_command_line(commands)

@@ -156,6 +156,20 @@ def test_cli_refuses_a_misspelt_option_before_writing_anything(tmp_path, monkeyp
     assert read(output)["split"]["val_fraction"] == 0.2
 
 
+def test_cli_refuses_a_bool_option_fire_would_pass_on_as_a_string(tmp_path, monkeypatch):
+    # "--overwrite false" reaches the command as the string "false", which counts as true: it would overwrite
+    root = write_msd(tmp_path / "Task07_Pancreas")
+    output = tmp_path / "datalist.json"
+    output.write_text("{}")
+    argv = ["prepare", "msd", "--root", str(root), "--output", str(output), "--overwrite", "false"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:
+        main()
+    message = "error: option(s) of the wrong type: --overwrite 'false': expected True or False"
+    assert str(info.value.code).startswith(message)
+    assert output.read_text() == "{}"
+
+
 def test_cli_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
     root = write_msd(tmp_path / "Task07_Pancreas")
     output = tmp_path / "datalist.json"
